@@ -1,0 +1,430 @@
+//! File sources: CSV (optionally gzip) and Parquet files or directories of them.
+//!
+//! A source path is resolved under the data root and refused when it lands outside it (after
+//! following symlinks). The file list is fixed when the job is planned — it is what the audit
+//! trail records (size, modification time) and what the scan reads.
+//!
+//! CSV typing: a column named in the source's `schema` is read as that type. Otherwise types are
+//! inferred from the first [`INFER_RECORDS`] records with Arrow's rules, then made safe for money:
+//! a numeric-looking column with a leading zero (`007`) stays text, and a column of plain decimal
+//! numbers (`12.50`) becomes `decimal(38, s)` with `s` the most fractional digits seen, instead of
+//! a float. Decimal columns are read as text and converted exactly by `kalla_decimal`, so a value
+//! that would lose digits fails the job instead of being truncated.
+
+use crate::decimal::ParseDecimalUdf;
+use crate::error::ConnectorError;
+use crate::types::parse_sql_type;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::csv::ReaderBuilder;
+use datafusion::arrow::csv::reader::Format;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::config::CsvOptions as DfCsvOptions;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::{Expr, ScalarUDF, lit};
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use kalla_recipe::{CsvOptions, FileFormat, Source};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// How many records CSV type inference reads.
+pub const INFER_RECORDS: usize = 1000;
+
+/// One file of a source, as the audit trail records it.
+#[derive(Debug, Clone)]
+pub struct FileEntry {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub modified: Option<SystemTime>,
+}
+
+/// A file source ready to be scanned.
+#[derive(Debug)]
+pub struct OpenedFileSource {
+    /// The scan as DataFusion reads it (decimal CSV columns as text).
+    pub provider: Arc<dyn TableProvider>,
+    /// Expressions over the provider's columns giving the source's columns in their final types.
+    pub projection: Vec<Expr>,
+    /// The source's schema as `match_sql` sees it.
+    pub schema: SchemaRef,
+    /// The format read.
+    pub format: FileFormat,
+    /// The files read, sorted by path.
+    pub files: Vec<FileEntry>,
+    /// Rows the source is expected to hold (Parquet metadata), when known without reading.
+    pub expected_rows: Option<u64>,
+}
+
+/// Resolves `given` (relative to `root`, or absolute, or `file://`) and refuses paths outside root.
+pub fn resolve_under_root(root: &Path, given: &str) -> Result<PathBuf, ConnectorError> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| ConnectorError::Io { path: root.display().to_string(), source: e })?;
+    let joined = if Path::new(given).is_absolute() { PathBuf::from(given) } else { root.join(given) };
+    let resolved = match joined.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Refuse an escaping path even when it does not exist, so the error does not reveal
+            // what exists outside the root.
+            if !lexically_inside(&root, &joined) {
+                return Err(ConnectorError::OutsideRoot { path: given.to_string() });
+            }
+            return Err(ConnectorError::NotFound { path: given.to_string() });
+        }
+        Err(e) => return Err(ConnectorError::Io { path: given.to_string(), source: e }),
+    };
+    if !resolved.starts_with(&root) {
+        return Err(ConnectorError::OutsideRoot { path: given.to_string() });
+    }
+    Ok(resolved)
+}
+
+/// True when `path`, with `.` and `..` resolved lexically, stays under `root`.
+pub fn lexically_inside(root: &Path, path: &Path) -> bool {
+    let mut parts: Vec<std::path::Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return false;
+                }
+            }
+            std::path::Component::CurDir => {}
+            other => parts.push(other),
+        }
+    }
+    let normal: PathBuf = parts.iter().collect();
+    normal.starts_with(root)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Csv,
+    CsvGz,
+    Parquet,
+}
+
+fn kind_of(path: &Path, format: Option<FileFormat>) -> Option<Kind> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    let gz = name.ends_with(".gz");
+    match format {
+        Some(FileFormat::Csv) => Some(if gz { Kind::CsvGz } else { Kind::Csv }),
+        Some(FileFormat::Parquet) => Some(Kind::Parquet),
+        None if name.ends_with(".csv.gz") => Some(Kind::CsvGz),
+        None if name.ends_with(".csv") => Some(Kind::Csv),
+        None if name.ends_with(".parquet") => Some(Kind::Parquet),
+        None => None,
+    }
+}
+
+fn entry(path: PathBuf) -> Result<FileEntry, ConnectorError> {
+    let meta = std::fs::metadata(&path).map_err(|e| ConnectorError::Io { path: path.display().to_string(), source: e })?;
+    Ok(FileEntry { size: meta.len(), modified: meta.modified().ok(), path })
+}
+
+/// Lists the files of a source path: the file itself, or the data files of a directory
+/// (hidden and `_`-prefixed files skipped, not recursive), all of one kind.
+fn list_files(path: &Path, given: &str, format: Option<FileFormat>) -> Result<(Kind, Vec<FileEntry>), ConnectorError> {
+    if path.is_file() {
+        let kind = kind_of(path, format).ok_or_else(|| ConnectorError::UnknownFormat { path: given.to_string() })?;
+        return Ok((kind, vec![entry(path.to_path_buf())?]));
+    }
+    let mut files = Vec::new();
+    let mut kind: Option<Kind> = None;
+    let dir = std::fs::read_dir(path).map_err(|e| ConnectorError::Io { path: given.to_string(), source: e })?;
+    for item in dir {
+        let item = item.map_err(|e| ConnectorError::Io { path: given.to_string(), source: e })?;
+        let p = item.path();
+        let name = item.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || name.starts_with('_') || !p.is_file() {
+            continue;
+        }
+        let Some(k) = kind_of(&p, format) else { continue };
+        match kind {
+            None => kind = Some(k),
+            Some(existing) if existing != k => {
+                return Err(ConnectorError::MixedDirectory { path: given.to_string() });
+            }
+            _ => {}
+        }
+        files.push(entry(p)?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    match kind {
+        Some(k) => Ok((k, files)),
+        None => Err(ConnectorError::EmptyDirectory { path: given.to_string() }),
+    }
+}
+
+fn csv_byte(v: &Option<String>, default: u8) -> u8 {
+    v.as_ref().and_then(|s| s.bytes().next()).unwrap_or(default)
+}
+
+fn null_regex(opts: &CsvOptions) -> Option<String> {
+    opts.null_value.as_ref().map(|v| format!("^(?:|{})$", regex::escape(v)))
+}
+
+fn arrow_format(opts: &CsvOptions) -> Result<Format, ConnectorError> {
+    let mut f = Format::default()
+        .with_header(opts.has_header.unwrap_or(true))
+        .with_delimiter(csv_byte(&opts.delimiter, b','))
+        .with_quote(csv_byte(&opts.quote, b'"'));
+    if let Some(e) = &opts.escape {
+        f = f.with_escape(csv_byte(&Some(e.clone()), b'\\'));
+    }
+    if let Some(r) = null_regex(opts) {
+        let re = regex::Regex::new(&r).map_err(|e| ConnectorError::InvalidOption { message: e.to_string() })?;
+        f = f.with_null_regex(re);
+    }
+    Ok(f)
+}
+
+fn open_maybe_gz(path: &Path, kind: Kind) -> Result<Box<dyn Read>, ConnectorError> {
+    let file = File::open(path).map_err(|e| ConnectorError::Io { path: path.display().to_string(), source: e })?;
+    Ok(match kind {
+        Kind::CsvGz => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        _ => Box::new(BufReader::new(file)),
+    })
+}
+
+fn leading_zero(v: &str) -> bool {
+    let v = v.trim_start_matches(['+', '-']);
+    let b = v.as_bytes();
+    b.len() > 1 && b[0] == b'0' && b[1].is_ascii_digit()
+}
+
+/// Fractional digits of a plain decimal (`-12.50` → Some(2)); None when not a plain decimal.
+fn plain_decimal_scale(v: &str) -> Option<usize> {
+    let v = v.trim().trim_start_matches(['+', '-']);
+    let (i, f) = v.split_once('.').unwrap_or((v, ""));
+    let ok = !(i.is_empty() && f.is_empty()) && i.bytes().all(|b| b.is_ascii_digit()) && f.bytes().all(|b| b.is_ascii_digit());
+    ok.then_some(f.len())
+}
+
+/// Infers a CSV schema from the first records of `file` (see the module docs for the rules).
+fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, ConnectorError> {
+    let format = arrow_format(opts)?;
+    let name = file.path.display().to_string();
+    let read_err = |e: datafusion::arrow::error::ArrowError| ConnectorError::Read { path: name.clone(), message: e.to_string() };
+    let (inferred, _) = format.infer_schema(open_maybe_gz(&file.path, kind)?, Some(INFER_RECORDS)).map_err(read_err)?;
+    // Read the same sample as text to apply the money-safe rules.
+    let text_schema = Arc::new(Schema::new(
+        inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
+    ));
+    let mut builder = ReaderBuilder::new(Arc::clone(&text_schema))
+        .with_format(format)
+        .with_batch_size(INFER_RECORDS);
+    builder = builder.with_bounds(0, INFER_RECORDS);
+    let reader = builder.build(open_maybe_gz(&file.path, kind)?).map_err(read_err)?;
+    let mut leading = vec![false; inferred.fields().len()];
+    let mut scales: Vec<Option<usize>> = vec![Some(0); inferred.fields().len()];
+    for batch in reader {
+        let batch = batch.map_err(read_err)?;
+        for (i, column) in batch.columns().iter().enumerate() {
+            let strings = column.as_string::<i32>();
+            for v in strings.iter().flatten() {
+                if leading_zero(v) {
+                    leading[i] = true;
+                }
+                scales[i] = match (scales[i], plain_decimal_scale(v)) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+        }
+    }
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let t = match f.data_type() {
+                DataType::Int64 | DataType::Float64 if leading[i] => DataType::Utf8,
+                DataType::Float64 => match scales[i] {
+                    Some(s) if s <= 18 => DataType::Decimal128(38, s as i8),
+                    _ => DataType::Float64,
+                },
+                other => other.clone(),
+            };
+            Field::new(f.name(), t, true)
+        })
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+fn parquet_schema_and_rows(files: &[FileEntry]) -> Result<u64, ConnectorError> {
+    let mut rows = 0u64;
+    for f in files {
+        let name = f.path.display().to_string();
+        let file = File::open(&f.path).map_err(|e| ConnectorError::Io { path: name.clone(), source: e })?;
+        let reader = SerializedFileReader::new(file).map_err(|e| ConnectorError::Read { path: name.clone(), message: e.to_string() })?;
+        rows += reader.metadata().file_metadata().num_rows().max(0) as u64;
+    }
+    Ok(rows)
+}
+
+/// Applies `schema` overrides to an inferred or stored schema. CSV columns may take any listed
+/// type; Parquet columns already have types, so an override must name the type they have.
+fn apply_overrides(
+    base: &Schema,
+    overrides: &BTreeMap<String, String>,
+    parquet: bool,
+) -> Result<Schema, ConnectorError> {
+    for name in overrides.keys() {
+        if base.field_with_name(name).is_err() {
+            return Err(ConnectorError::UnknownSchemaColumn {
+                column: name.clone(),
+                available: base.fields().iter().map(|f| f.name().clone()).collect(),
+            });
+        }
+    }
+    let mut fields = Vec::with_capacity(base.fields().len());
+    for f in base.fields() {
+        let t = match overrides.get(f.name()) {
+            Some(text) => {
+                let t = parse_sql_type(text)
+                    .map_err(|message| ConnectorError::InvalidSchemaType { column: f.name().clone(), message })?;
+                if parquet && &t != f.data_type() {
+                    return Err(ConnectorError::InvalidSchemaType {
+                        column: f.name().clone(),
+                        message: format!(
+                            "Parquet column {} is stored as {}; schema may only restate a Parquet column's type",
+                            f.name(),
+                            crate::types::sql_type_name(f.data_type())
+                        ),
+                    });
+                }
+                t
+            }
+            None => f.data_type().clone(),
+        };
+        fields.push(Field::new(f.name(), t, true));
+    }
+    Ok(Schema::new(fields))
+}
+
+/// Opens a file source: resolves and lists its files, settles its schema and builds the scan.
+pub async fn open_file_source(
+    state: &SessionState,
+    source: &Source,
+    path_text: &str,
+    data_root: &Path,
+) -> Result<OpenedFileSource, ConnectorError> {
+    let path = resolve_under_root(data_root, path_text)?;
+    let (kind, files) = list_files(&path, path_text, source.format)?;
+    let urls = files
+        .iter()
+        .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()?;
+    match kind {
+        Kind::Parquet => {
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+            let stored = options.infer_schema(state, &urls[0]).await?;
+            let final_schema = Arc::new(apply_overrides(&stored, &source.schema, true)?);
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(Arc::clone(&final_schema));
+            let provider = Arc::new(ListingTable::try_new(config)?);
+            let projection = final_schema.fields().iter().map(|f| col_exact(f.name())).collect();
+            let expected_rows = Some(parquet_schema_and_rows(&files)?);
+            Ok(OpenedFileSource { provider, projection, schema: final_schema, format: FileFormat::Parquet, files, expected_rows })
+        }
+        Kind::Csv | Kind::CsvGz => {
+            let inferred = infer_csv(&files[0], kind, &source.csv)?;
+            let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
+            // Decimal columns are read as text and converted exactly.
+            let read_schema = Schema::new(
+                final_schema
+                    .fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Decimal128(..) | DataType::Decimal256(..) => Field::new(f.name(), DataType::Utf8, true),
+                        t => Field::new(f.name(), t.clone(), true),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let parse = Arc::new(ScalarUDF::new_from_impl(ParseDecimalUdf::default()));
+            let projection = final_schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => parse
+                        .call(vec![
+                            col_exact(f.name()),
+                            lit(*p as i64),
+                            lit(*s as i64),
+                            lit(format!("{}.{}", source.alias, f.name())),
+                        ])
+                        .alias(f.name()),
+                    _ => col_exact(f.name()),
+                })
+                .collect();
+            let opts = &source.csv;
+            let df_opts = DfCsvOptions {
+                has_header: Some(opts.has_header.unwrap_or(true)),
+                delimiter: csv_byte(&opts.delimiter, b','),
+                quote: csv_byte(&opts.quote, b'"'),
+                escape: opts.escape.as_ref().map(|e| csv_byte(&Some(e.clone()), b'\\')),
+                null_regex: null_regex(opts),
+                ..Default::default()
+            };
+            let compression =
+                if kind == Kind::CsvGz { FileCompressionType::GZIP } else { FileCompressionType::UNCOMPRESSED };
+            let format = CsvFormat::default().with_options(df_opts).with_file_compression_type(compression);
+            let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(Arc::new(read_schema));
+            let provider = Arc::new(ListingTable::try_new(config)?);
+            Ok(OpenedFileSource { provider, projection, schema: final_schema, format: FileFormat::Csv, files, expected_rows: None })
+        }
+    }
+}
+
+/// A column reference that keeps the name exactly (no identifier normalisation).
+pub fn col_exact(name: &str) -> Expr {
+    Expr::Column(datafusion::common::Column::new_unqualified(name))
+}
+
+/// The UDF used for exact CSV decimals, for registration in sessions and codecs.
+pub fn parse_decimal_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(ParseDecimalUdf::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_zeros_and_plain_decimals_are_recognised() {
+        assert!(leading_zero("007"));
+        assert!(leading_zero("-01"));
+        assert!(!leading_zero("0"));
+        assert!(!leading_zero("0.50"));
+        assert_eq!(plain_decimal_scale("12.50"), Some(2));
+        assert_eq!(plain_decimal_scale("-3"), Some(0));
+        assert_eq!(plain_decimal_scale("1e5"), None);
+    }
+
+    #[test]
+    fn escaping_paths_are_refused_even_when_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let e = resolve_under_root(root.path(), "../../etc/passwd").unwrap_err();
+        assert!(matches!(e, ConnectorError::OutsideRoot { .. }), "{e}");
+        let e = resolve_under_root(root.path(), "../nope/x.csv").unwrap_err();
+        assert!(matches!(e, ConnectorError::OutsideRoot { .. }), "{e}");
+        let e = resolve_under_root(root.path(), "missing.csv").unwrap_err();
+        assert!(matches!(e, ConnectorError::NotFound { .. }), "{e}");
+    }
+}

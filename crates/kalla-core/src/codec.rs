@@ -1,0 +1,56 @@
+//! Kalla's physical extension codec: what `datafusion-proto` needs, beyond its own messages, to
+//! ship a Kalla plan to another process. Today that is the UDFs (stateless, encoded by name);
+//! Kalla's own plan nodes join here with the Postgres scan.
+
+use crate::session::kalla_udfs;
+use datafusion::common::{Result, not_impl_err};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use std::sync::Arc;
+
+/// Encodes and decodes the parts of a physical plan that are Kalla's.
+#[derive(Debug, Default, Clone)]
+pub struct KallaPhysicalCodec;
+
+impl PhysicalExtensionCodec for KallaPhysicalCodec {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        not_impl_err!("Kalla defines no custom physical plan node yet")
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        _buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        not_impl_err!("Kalla cannot encode plan node {}", node.name())
+    }
+
+    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        match kalla_udfs().into_iter().find(|u| u.name() == name) {
+            Some(udf) => Ok(Arc::new(udf)),
+            None => not_impl_err!("unknown scalar function {name}"),
+        }
+    }
+
+    fn try_encode_udf(&self, _node: &ScalarUDF, _buf: &mut Vec<u8>) -> Result<()> {
+        // Kalla's UDFs are stateless: the name in the plan is enough to decode them.
+        Ok(())
+    }
+}
+
+/// Serializes `plan` with Kalla's codec and decodes it again in `task_ctx`, as a remote executor
+/// would. Used to prove every plan the engine runs can be shipped.
+pub fn roundtrip_physical_plan(plan: Arc<dyn ExecutionPlan>, task_ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    let codec = KallaPhysicalCodec;
+    let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &codec)?;
+    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(&bytes, task_ctx, &codec)
+}

@@ -1,0 +1,206 @@
+//! Output paths and their atomic commit (SPEC 5).
+//!
+//! A run writes into `<output_path>.tmp-<run_id>/` and renames that directory to `output_path`
+//! only when every file, `summary.json` last, is written and synced. A run that fails or is
+//! cancelled removes its temporary directory ([`TmpDir`] does it on drop), so no `output_path`
+//! ever holds a partial result.
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::TaskContext;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::StreamExt;
+use kalla_connectors::file::lexically_inside;
+use kalla_recipe::{ErrorCode, KallaError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Where a job's outputs go.
+#[derive(Debug, Clone)]
+pub struct ResolvedOutput {
+    /// `output_path` as given (status documents show it this way).
+    pub given: String,
+    /// The absolute final directory.
+    pub final_dir: PathBuf,
+    /// The absolute temporary directory written first.
+    pub tmp_dir: PathBuf,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> KallaError {
+    KallaError::new(ErrorCode::Internal, format!("{what} {}: {e}", path.display()))
+}
+
+/// Resolves `given` under `root`, refusing escapes and existing non-empty targets.
+pub fn resolve_output(root: &Path, given: &str, run_id: Uuid) -> Result<ResolvedOutput, KallaError> {
+    std::fs::create_dir_all(root).map_err(|e| io_err("cannot create the output root", root, e))?;
+    let root = root.canonicalize().map_err(|e| io_err("cannot resolve the output root", root, e))?;
+    let joined = if Path::new(given).is_absolute() { PathBuf::from(given) } else { root.join(given) };
+    let outside = || {
+        KallaError::at(
+            ErrorCode::OutputOutsideRoot,
+            "output_path",
+            format!("output_path {given:?} is outside the output root"),
+        )
+    };
+    if !lexically_inside(&root, &joined) {
+        return Err(outside());
+    }
+    let normal: PathBuf = normalize(&joined);
+    if normal == root {
+        return Err(KallaError::at(ErrorCode::OutputOutsideRoot, "output_path", "output_path must name a directory below the output root"));
+    }
+    // Follow symlinks in the part that exists: it must stay inside the root too.
+    let mut existing = normal.as_path();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => break,
+        }
+    }
+    if let Ok(real) = existing.canonicalize()
+        && !real.starts_with(&root)
+    {
+        return Err(outside());
+    }
+    if normal.exists() {
+        let non_empty = match std::fs::read_dir(&normal) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(_) => true, // a file, or unreadable: either way not ours to overwrite
+        };
+        if non_empty {
+            return Err(KallaError::at(
+                ErrorCode::OutputExists,
+                "output_path",
+                format!("output_path {given:?} already exists and is not empty"),
+            ));
+        }
+    }
+    let name = normal.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp_dir = normal.with_file_name(format!("{name}.tmp-{run_id}"));
+    Ok(ResolvedOutput { given: given.to_string(), final_dir: normal, tmp_dir })
+}
+
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The temporary output directory; removed on drop unless committed.
+#[derive(Debug)]
+pub struct TmpDir {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl TmpDir {
+    /// Creates `out.tmp_dir` (replacing a leftover of an earlier attempt of the same run).
+    pub fn create(out: &ResolvedOutput) -> Result<TmpDir, KallaError> {
+        if out.tmp_dir.exists() {
+            std::fs::remove_dir_all(&out.tmp_dir).map_err(|e| io_err("cannot remove stale", &out.tmp_dir, e))?;
+        }
+        if let Some(parent) = out.tmp_dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err("cannot create", parent, e))?;
+        }
+        std::fs::create_dir(&out.tmp_dir).map_err(|e| io_err("cannot create", &out.tmp_dir, e))?;
+        Ok(TmpDir { path: out.tmp_dir.clone(), committed: false })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the directory to `final_dir`, atomically.
+    pub fn commit(mut self, final_dir: &Path) -> Result<(), KallaError> {
+        if final_dir.exists() {
+            // resolve_output allowed only an empty directory here; rename cannot replace it on
+            // every platform, so remove it first (it holds nothing).
+            std::fs::remove_dir(final_dir).map_err(|e| {
+                KallaError::new(ErrorCode::OutputExists, format!("output_path appeared while the job ran: {e}"))
+            })?;
+        }
+        std::fs::rename(&self.path, final_dir).map_err(|e| io_err("cannot commit outputs to", final_dir, e))?;
+        if let Some(parent) = final_dir.parent()
+            && let Ok(dir) = std::fs::File::open(parent)
+        {
+            // Make the rename durable; a failure here does not undo the commit.
+            let _ = dir.sync_all();
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !self.committed && self.path.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temporary output directory");
+            }
+        }
+    }
+}
+
+/// Writer settings for every Parquet output.
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder().set_compression(Compression::SNAPPY).build()
+}
+
+/// Runs `plan` and streams its rows into one Parquet file at `path`; returns the row count.
+pub async fn write_parquet(plan: Arc<dyn ExecutionPlan>, task_ctx: Arc<TaskContext>, path: &Path) -> Result<u64, datafusion::common::DataFusionError> {
+    let schema: SchemaRef = plan.schema();
+    let mut stream = execute_stream(plan, task_ctx)?;
+    let file = tokio::fs::File::create(path).await?;
+    let mut writer = AsyncArrowWriter::try_new(file, schema, Some(writer_properties()))?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch).await?;
+    }
+    writer.close().await?;
+    std::fs::File::open(path)?.sync_all()?;
+    Ok(rows)
+}
+
+/// Writes `bytes` to `path` and syncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), KallaError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| io_err("cannot create", path, e))?;
+    f.write_all(bytes).map_err(|e| io_err("cannot write", path, e))?;
+    f.sync_all().map_err(|e| io_err("cannot sync", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_paths_outside_the_root_or_existing_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let id = Uuid::nil();
+        assert_eq!(resolve_output(root.path(), "../x", id).unwrap_err().code, ErrorCode::OutputOutsideRoot);
+        assert_eq!(resolve_output(root.path(), "/etc/kalla", id).unwrap_err().code, ErrorCode::OutputOutsideRoot);
+        assert_eq!(resolve_output(root.path(), "a/../..", id).unwrap_err().code, ErrorCode::OutputOutsideRoot);
+        std::fs::create_dir_all(root.path().join("full")).unwrap();
+        std::fs::write(root.path().join("full/f"), b"x").unwrap();
+        assert_eq!(resolve_output(root.path(), "full", id).unwrap_err().code, ErrorCode::OutputExists);
+        std::fs::create_dir_all(root.path().join("empty")).unwrap();
+        let ok = resolve_output(root.path(), "empty", id).unwrap();
+        assert!(ok.tmp_dir.ends_with(format!("empty.tmp-{id}")));
+        let nested = resolve_output(root.path(), "2026-01/run", id).unwrap();
+        assert_eq!(nested.final_dir, root.path().canonicalize().unwrap().join("2026-01/run"));
+    }
+}

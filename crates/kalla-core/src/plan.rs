@@ -1,0 +1,288 @@
+//! Planning a job: open its sources, plan `match_sql`, trace every key, settle the output path.
+//!
+//! Everything a caller can fix is found here, before any row is read for matching: forbidden
+//! statements, unknown tables and columns, duplicate output names, untraceable keys, filters that
+//! do not fit, missing files, paths outside their roots. A [`PlannedJob`] is then run by
+//! [`crate::run`].
+
+use crate::lineage::{KeyTrace, SOURCE_MARKER_PREFIX, lineage, source_marker, trace_key};
+use crate::output::{ResolvedOutput, resolve_output};
+use crate::sql::{parse_match_sql, planning_error, strip_df_prefix};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SessionContext};
+use kalla_connectors::file::{FileEntry, open_file_source};
+use kalla_connectors::filter::filters_to_expr;
+use kalla_connectors::types::sql_type_name;
+use kalla_recipe::{ErrorCode, FileFormat, KallaError, Source, SourceLocation, ValidatedJob};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+/// Roots and knobs the engine plans with.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Root of relative file source paths; files outside it are refused.
+    pub data_dir: PathBuf,
+    /// Root of relative `output_path` values.
+    pub output_dir: PathBuf,
+    /// Serialize and decode every physical plan before running it (proves plans can ship).
+    pub roundtrip_plans: bool,
+}
+
+/// A source opened for a job.
+#[derive(Debug)]
+pub struct PlannedSource {
+    /// The alias as given.
+    pub alias: String,
+    /// The table name in the session (lower-cased alias).
+    pub table: String,
+    /// The request's view of the source.
+    pub spec: Source,
+    /// The source after its filters, as `match_sql` sees it.
+    pub frame: DataFrame,
+    /// Its columns and types.
+    pub schema: SchemaRef,
+    /// Key columns, when the source has a key.
+    pub key: Option<Vec<String>>,
+    /// Where the key travels in the matched output.
+    pub trace: Option<KeyTrace>,
+    /// Files read (file sources).
+    pub files: Vec<FileEntry>,
+    /// File format (file sources).
+    pub format: Option<FileFormat>,
+    /// Rows expected before filters, when known without reading (Parquet metadata).
+    pub expected_rows: Option<u64>,
+}
+
+/// A job ready to run.
+pub struct PlannedJob {
+    /// The session the job runs in.
+    pub ctx: SessionContext,
+    /// The validated request.
+    pub job: ValidatedJob,
+    /// Sources in request order.
+    pub sources: Vec<PlannedSource>,
+    /// `match_sql` as planned (unoptimized; optimized when run).
+    pub match_plan: LogicalPlan,
+    /// Output column names of `match_sql`.
+    pub output_columns: Vec<String>,
+    /// Where outputs go.
+    pub output: ResolvedOutput,
+    /// Engine settings.
+    pub config: EngineConfig,
+}
+
+impl std::fmt::Debug for PlannedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedJob")
+            .field("run_id", &self.job.run_id)
+            .field("sources", &self.sources.iter().map(|s| &s.alias).collect::<Vec<_>>())
+            .field("output_columns", &self.output_columns)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of the validate endpoint: what a job would produce.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanDescription {
+    /// Output column names of `match_sql`.
+    pub output_columns: Vec<String>,
+    /// Per keyed source, the output columns that carry its key.
+    pub key_columns: BTreeMap<String, Vec<String>>,
+    /// Per source, its columns and types.
+    pub sources: BTreeMap<String, SourceDescription>,
+}
+
+/// A source's columns as the validate endpoint shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceDescription {
+    /// Columns in order.
+    pub columns: Vec<ColumnDescription>,
+}
+
+/// One column.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnDescription {
+    /// Name.
+    pub name: String,
+    /// SQL type name.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+fn internal(context: &str, e: impl std::fmt::Display) -> KallaError {
+    KallaError::new(ErrorCode::Internal, format!("{context}: {e}"))
+}
+
+/// Opens one source and registers it (after its filters) under its lower-cased alias.
+async fn open_source(ctx: &SessionContext, source: &Source, config: &EngineConfig) -> Result<PlannedSource, KallaError> {
+    let table = source.alias.to_ascii_lowercase();
+    let (frame, schema, files, format, expected_rows) = match &source.location {
+        SourceLocation::File(path) => {
+            let opened = open_file_source(&ctx.state(), source, path, &config.data_dir)
+                .await
+                .map_err(|e| e.into_kalla(&source.field))?;
+            let frame = ctx
+                .read_table(opened.provider)
+                .and_then(|df| df.select(opened.projection))
+                .map_err(|e| internal("building the source scan", e))?;
+            (frame, opened.schema, opened.files, Some(opened.format), opened.expected_rows)
+        }
+        SourceLocation::Postgres(_) => {
+            return Err(KallaError::at(
+                ErrorCode::UnsupportedSource,
+                format!("{}.uri", source.field),
+                "postgres:// sources are not available in this build yet",
+            ));
+        }
+    };
+    if let Some(key) = &source.key {
+        for (i, k) in key.iter().enumerate() {
+            if schema.field_with_name(k).is_err() {
+                return Err(KallaError::at(
+                    ErrorCode::UnknownColumn,
+                    format!("{}.primary_key[{i}]", source.field),
+                    format!(
+                        "key column {k:?} is not a column of source {:?} (it has {})",
+                        source.alias,
+                        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let frame = match filters_to_expr(&schema, &source.filters).map_err(|e| e.into_kalla(&source.field))? {
+        Some(predicate) => frame.filter(predicate).map_err(|e| internal("applying filters", e))?,
+        None => frame,
+    };
+    let frame = frame.alias(&source_marker(&table)).map_err(|e| internal("naming the source", e))?;
+    ctx.register_table(table.as_str(), frame.clone().into_view())
+        .map_err(|e| internal("registering the source", e))?;
+    Ok(PlannedSource {
+        alias: source.alias.clone(),
+        table,
+        spec: source.clone(),
+        frame,
+        schema,
+        key: source.key.clone(),
+        trace: None,
+        files,
+        format,
+        expected_rows,
+    })
+}
+
+/// Plans `job` in `ctx`: every check of SPEC 3.1 that a caller can act on.
+pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConfig) -> Result<PlannedJob, KallaError> {
+    let output = resolve_output(&config.output_dir, &job.output_path, job.run_id)?;
+    let statement = parse_match_sql(&job.match_sql)?;
+    if job.match_sql.to_ascii_lowercase().contains("__kalla") {
+        return Err(KallaError::at(
+            ErrorCode::InvalidSql,
+            "match_sql",
+            format!("names starting with __kalla are reserved for kallad (such as {SOURCE_MARKER_PREFIX}…)"),
+        ));
+    }
+    let mut sources = Vec::with_capacity(job.sources.len());
+    for source in &job.sources {
+        sources.push(open_source(&ctx, source, &config).await?);
+    }
+    let match_plan = ctx.state().statement_to_plan(statement).await.map_err(planning_error)?;
+    let output_columns: Vec<String> = match_plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    check_unique_columns(&match_plan)?;
+    // Optimizing and physical planning catch type errors (a UDF given text, …) before the job
+    // is accepted.
+    let physical = ctx.state().create_physical_plan(&match_plan).await;
+    if let Err(e) = physical {
+        return Err(KallaError::at(ErrorCode::InvalidSql, "match_sql", strip_df_prefix(e.find_root())));
+    }
+    tracing::debug!(plan = %match_plan.display_indent_schema(), "match_sql planned");
+    let tables: HashSet<String> = sources.iter().map(|s| s.table.clone()).collect();
+    let lineage = lineage(&match_plan, &tables);
+    for (i, source) in sources.iter_mut().enumerate() {
+        let Some(key) = &source.key else { continue };
+        match trace_key(&lineage, &source.table, key) {
+            Some(trace) => source.trace = Some(trace),
+            None => {
+                let wanted = key.iter().map(|k| format!("{}.{}", source.alias, k)).collect::<Vec<_>>().join(", ");
+                let composite = if key.len() > 1 {
+                    format!(", array_agg(struct({})), or one array_agg per key column", key.join(", "))
+                } else {
+                    format!(" or array_agg({})", key[0])
+                };
+                return Err(KallaError::at(
+                    ErrorCode::UntraceableKey,
+                    format!("sources[{i}].primary_key"),
+                    format!(
+                        "match_sql must select the key of source {:?} so unmatched rows can be found: select {wanted} \
+                         as plain columns{composite} (casts and expressions are not followed)",
+                        source.alias
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config })
+}
+
+fn check_unique_columns(plan: &LogicalPlan) -> Result<(), KallaError> {
+    let schema = plan.schema();
+    let mut seen: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (qualifier, field) in schema.iter() {
+        let full = match qualifier {
+            Some(q) => format!("{q}.{}", field.name()),
+            None => field.name().clone(),
+        };
+        seen.entry(field.name().as_str()).or_default().push(full);
+    }
+    let dups: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(name, v)| format!("{name} ({})", v.join(", ")))
+        .collect();
+    if dups.is_empty() {
+        Ok(())
+    } else {
+        Err(KallaError::at(
+            ErrorCode::DuplicateOutputColumn,
+            "match_sql",
+            format!(
+                "output column names must be unique; alias them apart: {}",
+                dups.join("; ")
+            ),
+        ))
+    }
+}
+
+impl PlannedJob {
+    /// What the validate endpoint returns for this job.
+    pub fn describe(&self) -> PlanDescription {
+        let mut key_columns = BTreeMap::new();
+        let mut sources = BTreeMap::new();
+        for s in &self.sources {
+            if let Some(trace) = &s.trace {
+                let cols = match trace {
+                    KeyTrace::Plain(idx) | KeyTrace::Lists(idx) => {
+                        idx.iter().map(|i| self.output_columns[*i].clone()).collect()
+                    }
+                    KeyTrace::StructList { column, .. } => vec![self.output_columns[*column].clone()],
+                };
+                key_columns.insert(s.alias.clone(), cols);
+            }
+            sources.insert(
+                s.alias.clone(),
+                SourceDescription {
+                    columns: s
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| ColumnDescription { name: f.name().clone(), data_type: sql_type_name(f.data_type()) })
+                        .collect(),
+                },
+            );
+        }
+        PlanDescription { output_columns: self.output_columns.clone(), key_columns, sources }
+    }
+}

@@ -1,0 +1,303 @@
+//! Running a planned job: matched rows, unmatched rows per keyed source, checks, commit.
+//!
+//! 1. `match_sql` runs once and streams into `matched.parquet`.
+//! 2. For each keyed source, the keys of the matched rows *as written* are read back from
+//!    `matched.parquet` (unnesting `array_agg` lists), and the source (after its filters) is
+//!    anti-joined against them into `unmatched_<alias>.parquet`. `match_sql` is never evaluated
+//!    a second time, keys are compared with SQL equality in their own types (never as strings),
+//!    so a NULL key never matches.
+//! 3. Checks for the audit trail are computed by separate queries, so they cross-check the
+//!    outputs instead of restating them.
+//! 4. `summary.json` is written last, then the temporary directory is renamed into place.
+
+use crate::codec::roundtrip_physical_plan;
+use crate::lineage::KeyTrace;
+use crate::output::{TmpDir, write_parquet, write_synced};
+use crate::plan::{PlannedJob, PlannedSource};
+use crate::summary::{AuditSource, AuditTrail, FileAudit, SourceChecks, Summary};
+use datafusion::arrow::array::Array;
+use datafusion::common::{Column, DataFusionError, JoinType};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{Expr, case, lit};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, ParquetReadOptions};
+use kalla_connectors::file::col_exact;
+use kalla_recipe::{Counts, ErrorCode, JobState, JobStatus, KallaError, Mode, OutputPaths, Stage};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Told about a run's progress.
+pub trait RunObserver: Send + Sync {
+    /// The run entered `stage`.
+    fn stage(&self, _stage: Stage) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+impl RunObserver for NoObserver {}
+
+/// The result of a successful run.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Counts of the outputs.
+    pub counts: Counts,
+    /// Output paths as given.
+    pub output_paths: OutputPaths,
+    /// The summary written to `summary.json`.
+    pub summary: Summary,
+}
+
+const MATCHED_FILE: &str = "matched.parquet";
+const SUMMARY_FILE: &str = "summary.json";
+
+fn key_alias(j: usize) -> String {
+    format!("__kalla_k{j}")
+}
+
+/// Maps an error met while running to the API error.
+pub fn execution_error(stage: &str, e: DataFusionError) -> KallaError {
+    let root = e.find_root();
+    let text = crate::sql::strip_df_prefix(root);
+    let code = match root {
+        DataFusionError::ArrowError(..) | DataFusionError::ParquetError(..) => ErrorCode::SourceReadFailed,
+        DataFusionError::Execution(m) if m.contains("declare a wider type") => ErrorCode::SourceReadFailed,
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::Internal,
+        _ => ErrorCode::Internal,
+    };
+    KallaError::new(code, format!("{stage}: {text}"))
+}
+
+fn path_in(given: &str, file: &str) -> String {
+    format!("{}/{file}", given.trim_end_matches('/'))
+}
+
+impl PlannedJob {
+    async fn physical(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let plan = frame.create_physical_plan().await?;
+        if self.config.roundtrip_plans {
+            roundtrip_physical_plan(plan, &self.ctx.task_ctx())
+        } else {
+            Ok(plan)
+        }
+    }
+
+    async fn write(&self, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
+        let plan = self.physical(frame).await?;
+        write_parquet(plan, self.ctx.task_ctx(), path).await
+    }
+
+    async fn collect_i64s(&self, frame: DataFrame) -> Result<Vec<i64>, DataFusionError> {
+        let plan = self.physical(frame).await?;
+        let batches = datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            for c in b.columns() {
+                let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Int64)?;
+                let c = c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().ok_or_else(|| {
+                    DataFusionError::Internal("count column is not Int64".into())
+                })?;
+                out.push(if c.is_empty() || c.is_null(0) { 0 } else { c.value(0) });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The distinct key tuples present in the matched output, one row each column
+    /// `__kalla_k<j>`, with repetitions (one row per matched row carrying the key).
+    fn matched_keys(&self, matched: DataFrame, trace: &KeyTrace) -> Result<DataFrame, DataFusionError> {
+        let names = &self.output_columns;
+        match trace {
+            KeyTrace::Plain(idx) => {
+                matched.select(idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))).collect::<Vec<_>>())
+            }
+            KeyTrace::Lists(idx) => {
+                let aliases: Vec<String> = (0..idx.len()).map(key_alias).collect();
+                let refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
+                matched
+                    .select(idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))).collect::<Vec<_>>())?
+                    .unnest_columns(&refs)
+            }
+            KeyTrace::StructList { column, fields } => matched
+                .select(vec![col_exact(&names[*column]).alias("__kalla_s")])?
+                .unnest_columns(&["__kalla_s"])?
+                .select(
+                    fields
+                        .iter()
+                        .enumerate()
+                        .map(|(j, f)| get_field(col_exact("__kalla_s"), f.as_str()).alias(key_alias(j)))
+                        .collect::<Vec<_>>(),
+                ),
+        }
+    }
+
+    fn key_join(source: &PlannedSource) -> Vec<Expr> {
+        source
+            .key
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(j, k)| Expr::Column(Column::new_unqualified(k)).eq(col_exact(&key_alias(j))))
+            .collect()
+    }
+
+    async fn read_matched(&self, path: &Path) -> Result<DataFrame, DataFusionError> {
+        self.ctx.read_parquet(path.to_string_lossy().to_string(), ParquetReadOptions::default()).await
+    }
+
+    /// Checks of one keyed source: counts by key over the source, joined to matched key counts.
+    async fn source_checks(&self, source: &PlannedSource, keys: DataFrame, unmatched_path: &Path) -> Result<SourceChecks, DataFusionError> {
+        let key = source.key.clone().unwrap_or_default();
+        let per_key = source
+            .frame
+            .clone()
+            .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![count(lit(1)).alias("__kalla_n")])?;
+        let matched_per_key = keys.aggregate(
+            (0..key.len()).map(|j| col_exact(&key_alias(j))).collect(),
+            vec![count(lit(1)).alias("__kalla_m")],
+        )?;
+        let joined = per_key.join_on(matched_per_key, JoinType::Left, Self::key_join(source))?;
+        let n = || col_exact("__kalla_n");
+        let m = || col_exact("__kalla_m");
+        let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
+        let stats = joined.aggregate(
+            vec![],
+            vec![
+                sum(n()).alias("total_rows"),
+                count(lit(1)).alias("total_keys"),
+                sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("duplicate_keys"),
+                sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
+                count(m()).alias("matched_keys"),
+                sum(flag(m().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys"),
+            ],
+        )?;
+        let v = self.collect_i64s(stats).await?;
+        let unmatched = self.read_matched(unmatched_path).await?;
+        let unmatched_keys = unmatched.aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![])?;
+        let unmatched_keys = self.collect_i64s(unmatched_keys.aggregate(vec![], vec![count(lit(1))])?).await?;
+        let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        let unmatched_keys = unmatched_keys.first().copied().unwrap_or(0).max(0) as u64;
+        let total_keys = get(1);
+        let matched_keys = get(4);
+        Ok(SourceChecks {
+            total_rows: get(0),
+            total_keys,
+            matched_keys,
+            unmatched_keys,
+            keys_balance: total_keys == matched_keys + unmatched_keys,
+            duplicate_keys: get(2),
+            duplicate_key_rows: get(3),
+            multi_matched_keys: get(5),
+        })
+    }
+
+    /// Runs the job to committed outputs.
+    pub async fn run(self, observer: &dyn RunObserver) -> Result<RunOutcome, KallaError> {
+        let started = Instant::now();
+        let mut timings: BTreeMap<String, u64> = BTreeMap::new();
+        let tmp = TmpDir::create(&self.output)?;
+        let given = self.output.given.clone();
+
+        observer.stage(Stage::Matching);
+        let t = Instant::now();
+        let matched_path = tmp.path().join(MATCHED_FILE);
+        let match_frame = DataFrame::new(self.ctx.state(), self.match_plan.clone());
+        let matched_rows = self.write(match_frame, &matched_path).await.map_err(|e| execution_error("matching", e))?;
+        timings.insert("matching_ms".into(), t.elapsed().as_millis() as u64);
+
+        observer.stage(Stage::WritingResults);
+        let t = Instant::now();
+        let mut total = BTreeMap::new();
+        let mut unmatched = BTreeMap::new();
+        let mut unmatched_paths = BTreeMap::new();
+        let mut checks = BTreeMap::new();
+        for source in &self.sources {
+            let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
+            match &source.trace {
+                Some(trace) => {
+                    let file = format!("unmatched_{}.parquet", source.alias);
+                    let path = tmp.path().join(&file);
+                    let keys = self.matched_keys(self.read_matched(&matched_path).await.map_err(fail)?, trace).map_err(fail)?;
+                    let anti = source
+                        .frame
+                        .clone()
+                        .join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source))
+                        .map_err(fail)?;
+                    let rows = self.write(anti, &path).await.map_err(fail)?;
+                    let c = self.source_checks(source, keys, &path).await.map_err(fail)?;
+                    total.insert(source.alias.clone(), c.total_rows);
+                    unmatched.insert(source.alias.clone(), Some(rows));
+                    unmatched_paths.insert(source.alias.clone(), Some(path_in(&given, &file)));
+                    checks.insert(source.alias.clone(), c);
+                }
+                None => {
+                    let rows = self.collect_i64s(source.frame.clone().aggregate(vec![], vec![count(lit(1))]).map_err(fail)?).await.map_err(fail)?;
+                    total.insert(source.alias.clone(), rows.first().copied().unwrap_or(0).max(0) as u64);
+                    unmatched.insert(source.alias.clone(), None);
+                    unmatched_paths.insert(source.alias.clone(), None);
+                }
+            }
+        }
+        timings.insert("writing_results_ms".into(), t.elapsed().as_millis() as u64);
+        timings.insert("total_ms".into(), started.elapsed().as_millis() as u64);
+
+        let counts = Counts { total, matched: matched_rows, unmatched };
+        let output_paths = OutputPaths {
+            matched: path_in(&given, MATCHED_FILE),
+            unmatched: unmatched_paths,
+            summary: path_in(&given, SUMMARY_FILE),
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let status = JobStatus {
+            run_id: self.job.run_id.to_string(),
+            status: JobState::Succeeded,
+            stage: Stage::Done,
+            progress: 1.0,
+            mode: Mode::Local,
+            counts: Some(counts.clone()),
+            output_paths: Some(output_paths.clone()),
+            callback: None,
+            error: None,
+            submitted_at: now.clone(),
+            started_at: None,
+            finished_at: Some(now),
+        };
+        let summary = Summary { status, audit: self.audit(timings, checks) };
+        let bytes = serde_json::to_vec_pretty(&summary)
+            .map_err(|e| KallaError::new(ErrorCode::Internal, format!("cannot encode summary.json: {e}")))?;
+        write_synced(&tmp.path().join(SUMMARY_FILE), &bytes)?;
+        tmp.commit(&self.output.final_dir)?;
+        Ok(RunOutcome { counts, output_paths, summary })
+    }
+
+    fn audit(&self, timings: BTreeMap<String, u64>, checks: BTreeMap<String, SourceChecks>) -> AuditTrail {
+        AuditTrail {
+            kallad_version: env!("CARGO_PKG_VERSION").to_string(),
+            match_sql: self.job.match_sql.clone(),
+            sources: self
+                .sources
+                .iter()
+                .map(|s| AuditSource {
+                    alias: s.alias.clone(),
+                    uri: kalla_recipe::redact::redact_uri(&self.job.request.sources.iter().find(|r| r.alias == s.alias).map(|r| r.uri.clone()).unwrap_or_default()),
+                    format: s.format,
+                    primary_key: s.key.clone(),
+                    filters: self
+                        .job
+                        .request
+                        .sources
+                        .iter()
+                        .find(|r| r.alias == s.alias)
+                        .map(|r| r.filters.clone())
+                        .unwrap_or_default(),
+                    files: s.files.iter().map(FileAudit::from).collect(),
+                })
+                .collect(),
+            stage_timings_ms: timings,
+            checks,
+        }
+    }
+}

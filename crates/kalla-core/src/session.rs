@@ -1,0 +1,48 @@
+//! The DataFusion session a job runs in: exact decimal literals, Kalla's UDFs, one memory pool.
+
+use crate::udf::{tolerance_match, tolerance_match_pct};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use kalla_connectors::file::parse_decimal_udf;
+use std::sync::Arc;
+
+/// Every scalar UDF Kalla adds to DataFusion; sessions and codecs register exactly these.
+pub fn kalla_udfs() -> Vec<ScalarUDF> {
+    vec![tolerance_match(), tolerance_match_pct(), parse_decimal_udf()]
+}
+
+/// Builds the session configuration jobs plan and run with.
+pub fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .with_information_schema(false);
+    // `0.01` is a decimal, not a float: tolerance arithmetic on money must be exact.
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
+    config
+}
+
+/// A session with Kalla's UDFs; `pool` is the process-wide memory pool when a limit is set.
+pub fn new_session(target_partitions: usize, pool: Option<Arc<dyn MemoryPool>>) -> datafusion::common::Result<SessionContext> {
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(pool) = pool {
+        runtime = runtime.with_memory_pool(pool);
+    }
+    let state = SessionStateBuilder::new()
+        .with_config(session_config(target_partitions))
+        .with_runtime_env(runtime.build_arc()?)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for udf in kalla_udfs() {
+        ctx.register_udf(udf);
+    }
+    Ok(ctx)
+}
+
+/// One spill-aware pool of `bytes` for the whole process (`--memory-limit`).
+pub fn memory_pool(bytes: usize) -> Arc<dyn MemoryPool> {
+    Arc::new(FairSpillPool::new(bytes))
+}

@@ -1,0 +1,43 @@
+//! `kallad`: the Kalla compute daemon.
+//!
+//! Today it has one subcommand, `kallad run JOB.json`, which runs one reconciliation job
+//! in-process and prints its status document. The HTTP scheduler and the cluster executor are
+//! not built yet (see the README).
+
+mod logging;
+mod run_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Command line of kallad.
+#[derive(Debug, Parser)]
+#[command(name = "kallad", version, about = "Kalla's reconciliation compute daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one job in-process and print its status document (no server).
+    Run(run_cmd::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init() {
+        eprintln!("kallad: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kallad: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run_cmd::run(args)),
+    }
+}

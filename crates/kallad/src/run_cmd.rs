@@ -1,0 +1,114 @@
+//! `kallad run JOB.json`: one job, in-process, status document on stdout.
+//!
+//! Exit status: 0 when the job succeeded, 1 when it was refused or failed (the status document
+//! then carries the error), 2 when kallad itself could not start.
+
+use clap::Args;
+use kalla_core::session::{memory_pool, new_session};
+use kalla_core::{EngineConfig, NoObserver, plan_job};
+use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `kallad run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The job request (SPEC 3.1) as a JSON file.
+    job: PathBuf,
+    /// Root of relative file source paths; files outside it are refused.
+    #[arg(long, env = "KALLA_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Root of relative output paths.
+    #[arg(long, env = "KALLA_OUTPUT_DIR", default_value = "./runs")]
+    output_dir: PathBuf,
+    /// Partitions (parallelism) of the job; default: the number of cores.
+    #[arg(long, env = "BALLISTA_PARTITIONS")]
+    partitions: Option<usize>,
+    /// One memory pool for the job, e.g. `4GiB`; operators spill where they can.
+    #[arg(long, env = "KALLA_MEMORY_LIMIT")]
+    memory_limit: Option<bytesize::ByteSize>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn failed(run_id: String, submitted_at: String, error: KallaError) -> JobStatus {
+    JobStatus {
+        run_id,
+        status: JobState::Failed,
+        stage: Stage::Done,
+        progress: 0.0,
+        mode: Mode::Local,
+        counts: None,
+        output_paths: None,
+        callback: None,
+        error: Some(error),
+        submitted_at,
+        started_at: None,
+        finished_at: Some(now()),
+    }
+}
+
+fn print(status: &JobStatus) -> ExitCode {
+    match serde_json::to_string_pretty(status) {
+        Ok(text) => println!("{text}"),
+        Err(e) => {
+            eprintln!("kallad: cannot encode the status document: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if status.status == JobState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+pub(crate) async fn run(args: RunArgs) -> ExitCode {
+    let submitted_at = now();
+    let body = match std::fs::read(&args.job) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("kallad: cannot read {}: {e}", args.job.display());
+            return ExitCode::from(2);
+        }
+    };
+    let request = match JobRequest::from_json(&body) {
+        Ok(r) => r,
+        Err(e) => return print(&failed(String::new(), submitted_at, e)),
+    };
+    let run_id = request.run_id.clone();
+    let job = match request.validate() {
+        Ok(j) => j,
+        Err(e) => return print(&failed(run_id, submitted_at, e)),
+    };
+    let partitions = args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let pool = args.memory_limit.map(|b| memory_pool(b.as_u64() as usize));
+    let ctx = match new_session(partitions, pool) {
+        Ok(c) => c,
+        Err(e) => {
+            return print(&failed(run_id, submitted_at, KallaError::new(ErrorCode::Internal, e.to_string())));
+        }
+    };
+    let config = EngineConfig { data_dir: args.data_dir, output_dir: args.output_dir, roundtrip_plans: false };
+    let span = tracing::info_span!("job", run_id = %job.run_id);
+    let _enter = span.enter();
+    let started_at = now();
+    let planned = match plan_job(ctx, job, config).await {
+        Ok(p) => p,
+        Err(e) => return print(&failed(run_id, submitted_at, e)),
+    };
+    tracing::info!(sources = planned.sources.len(), "job planned");
+    match planned.run(&NoObserver).await {
+        Ok(outcome) => {
+            let mut status = outcome.summary.status;
+            status.submitted_at = submitted_at;
+            status.started_at = Some(started_at);
+            tracing::info!(matched = outcome.counts.matched, "job succeeded");
+            print(&status)
+        }
+        Err(e) => {
+            tracing::error!(code = %e.code, error = %e.message, "job failed");
+            let mut status = failed(run_id, submitted_at, e);
+            status.started_at = Some(started_at);
+            print(&status)
+        }
+    }
+}
