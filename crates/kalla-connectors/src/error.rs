@@ -122,9 +122,8 @@ impl ConnectorError {
                 KallaError::at(ErrorCode::UnknownColumn, format!("{field}.column"), message)
             }
             ConnectorError::InvalidFilter { field, .. } => KallaError::at(ErrorCode::InvalidFilter, field, message),
-            ConnectorError::Read { .. } | ConnectorError::Io { .. } => {
-                KallaError::at(ErrorCode::SourceUnreachable, uri, message)
-            }
+            ConnectorError::Read { .. } => KallaError::at(ErrorCode::SourceReadFailed, uri, message),
+            ConnectorError::Io { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
             ConnectorError::DataFusion(_) => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
         }
     }

@@ -25,7 +25,8 @@ use datafusion::datasource::file_format::file_compression_type::FileCompressionT
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{Expr, ScalarUDF, lit};
+use datafusion::functions::core::expr_fn::nullif;
+use datafusion::logical_expr::{Expr, ScalarUDF, cast, lit};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use kalla_recipe::{CsvOptions, FileFormat, Source};
 use std::collections::BTreeMap;
@@ -343,13 +344,18 @@ pub async fn open_file_source(
         Kind::Csv | Kind::CsvGz => {
             let inferred = infer_csv(&files[0], kind, &source.csv)?;
             let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
-            // Decimal columns are read as text and converted exactly.
+            // Decimal columns are read as text and converted exactly. DataFusion 55's CSV scan
+            // ignores null patterns, so with a `null_value` every column is read as text, the
+            // pattern is turned into NULL, and the text is converted (a value that does not
+            // convert fails the job rather than becoming NULL).
+            let all_text = source.csv.null_value.is_some();
             let read_schema = Schema::new(
                 final_schema
                     .fields()
                     .iter()
                     .map(|f| match f.data_type() {
                         DataType::Decimal128(..) | DataType::Decimal256(..) => Field::new(f.name(), DataType::Utf8, true),
+                        _ if all_text => Field::new(f.name(), DataType::Utf8, true),
                         t => Field::new(f.name(), t.clone(), true),
                     })
                     .collect::<Vec<_>>(),
@@ -358,16 +364,23 @@ pub async fn open_file_source(
             let projection = final_schema
                 .fields()
                 .iter()
-                .map(|f| match f.data_type() {
-                    DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => parse
-                        .call(vec![
-                            col_exact(f.name()),
+                .map(|f| {
+                    let raw = match &source.csv.null_value {
+                        Some(null) => nullif(col_exact(f.name()), lit(null.clone())),
+                        None => col_exact(f.name()),
+                    };
+                    let value = match f.data_type() {
+                        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => parse.call(vec![
+                            raw,
                             lit(*p as i64),
                             lit(*s as i64),
                             lit(format!("{}.{}", source.alias, f.name())),
-                        ])
-                        .alias(f.name()),
-                    _ => col_exact(f.name()),
+                        ]),
+                        DataType::Utf8 => raw,
+                        t if all_text => cast(raw, t.clone()),
+                        _ => raw,
+                    };
+                    value.alias(f.name())
                 })
                 .collect();
             let opts = &source.csv;
@@ -376,7 +389,6 @@ pub async fn open_file_source(
                 delimiter: csv_byte(&opts.delimiter, b','),
                 quote: csv_byte(&opts.quote, b'"'),
                 escape: opts.escape.as_ref().map(|e| csv_byte(&Some(e.clone()), b'\\')),
-                null_regex: null_regex(opts),
                 ..Default::default()
             };
             let compression =

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn fitting_values_become_exact_literals() {
         let e = filter_to_expr(&schema(), &f("amount", FilterOp::Gte, FilterValue::One(n("100.5")))).unwrap();
-        assert_eq!(e.to_string(), "amount >= Decimal128(Some(10050),12,2)");
+        assert_eq!(e.to_string(), "amount >= Decimal128(100.50,12,2)");
         let e = filter_to_expr(&schema(), &f("on", FilterOp::Between, FilterValue::Range(t("2026-01-01"), t("2026-01-31")))).unwrap();
         assert_eq!(e.to_string(), "on BETWEEN Date32(\"2026-01-01\") AND Date32(\"2026-01-31\")");
         let e = filter_to_expr(&schema(), &f("at", FilterOp::Lt, FilterValue::One(t("2026-01-01T01:00:00+01:00")))).unwrap();

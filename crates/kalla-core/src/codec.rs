@@ -3,7 +3,11 @@
 //! Kalla's own plan nodes join here with the Postgres scan.
 
 use crate::session::kalla_udfs;
-use datafusion::common::{Result, not_impl_err};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result, not_impl_err};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use kalla_recipe::{ErrorCode, KallaError};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
@@ -47,9 +51,31 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
     }
 }
 
+/// Refuses plans that `datafusion-proto` would ship wrongly. DataFusion 55's CSV scan message has
+/// no compression field, so a gzip CSV scan would be decoded as plain text on the other side;
+/// such a plan is not distributable (it runs locally).
+pub fn check_distributable(plan: &Arc<dyn ExecutionPlan>) -> std::result::Result<(), KallaError> {
+    let mut problem: Option<String> = None;
+    let _ = plan.apply(|node| {
+        if let Some(exec) = node.downcast_ref::<DataSourceExec>()
+            && let Some(scan) = exec.data_source().downcast_ref::<FileScanConfig>()
+            && scan.file_compression_type.is_compressed()
+        {
+            problem = Some("a compressed CSV scan cannot be shipped to executors (DataFusion 55's plan encoding drops the compression)".into());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match problem {
+        Some(message) => Err(KallaError::new(ErrorCode::NotDistributable, message)),
+        None => Ok(()),
+    }
+}
+
 /// Serializes `plan` with Kalla's codec and decodes it again in `task_ctx`, as a remote executor
 /// would. Used to prove every plan the engine runs can be shipped.
 pub fn roundtrip_physical_plan(plan: Arc<dyn ExecutionPlan>, task_ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    check_distributable(&plan).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let codec = KallaPhysicalCodec;
     let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &codec)?;
     datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(&bytes, task_ctx, &codec)

@@ -61,6 +61,11 @@ fn key_alias(j: usize) -> String {
 /// Maps an error met while running to the API error.
 pub fn execution_error(stage: &str, e: DataFusionError) -> KallaError {
     let root = e.find_root();
+    if let DataFusionError::External(inner) = root
+        && let Some(k) = inner.downcast_ref::<KallaError>()
+    {
+        return k.clone();
+    }
     let text = crate::sql::strip_df_prefix(root);
     let code = match root {
         DataFusionError::ArrowError(..) | DataFusionError::ParquetError(..) => ErrorCode::SourceReadFailed,

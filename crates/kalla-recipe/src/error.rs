@@ -114,7 +114,6 @@ impl ErrorCode {
                 | ErrorCode::DaemonRestarted
                 | ErrorCode::NoExecutors
                 | ErrorCode::QueueFull
-                | ErrorCode::SourceReadFailed
         )
     }
 }

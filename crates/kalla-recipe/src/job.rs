@@ -540,8 +540,8 @@ mod tests {
         v["sources"][0]["alais"] = json!("x");
         let e = parse(v).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidField);
-        assert_eq!(e.field.as_deref(), Some("sources[0]"));
-        assert!(e.message.contains("alais"), "{}", e.message);
+        assert_eq!(e.field.as_deref(), Some("sources[0].alais"));
+        assert!(e.message.contains("unknown field `alais`"), "{}", e.message);
     }
 
     #[test]
@@ -563,7 +563,10 @@ mod tests {
     #[test]
     fn filter_numbers_keep_their_exact_text() {
         let mut v = base();
-        v["sources"][0]["filters"] = json!([{"column": "amount", "op": "between", "value": [0.1, 100000000000000000000.05]}]);
+        v["sources"][0]["filters"] = serde_json::from_str(
+            r#"[{"column": "amount", "op": "between", "value": [0.1, 100000000000000000000.05]}]"#,
+        )
+        .unwrap();
         let job = parse(v).unwrap();
         assert_eq!(
             job.sources[0].filters[0].value,

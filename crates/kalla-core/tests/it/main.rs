@@ -1,0 +1,6 @@
+//! Integration tests of the engine: real files in, real Parquet out.
+
+mod formats;
+mod harness;
+mod refusals;
+mod scenarios;

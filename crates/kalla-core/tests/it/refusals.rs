@@ -1,0 +1,167 @@
+//! Everything a caller can fix is refused at planning with its code and field, and nothing is
+//! written.
+
+use crate::harness::{Fixture, job};
+use kalla_recipe::ErrorCode;
+use serde_json::{Value, json};
+
+fn fixture() -> Fixture {
+    let f = Fixture::new();
+    f.file("invoices.csv", "invoice_id,ref,amount,issued\nI1,A,10.00,2026-01-05\nI2,B,20.00,2026-02-01\n");
+    f.file("payments.csv", "payment_id,ref,amount\nP1,A,10.00\n");
+    f
+}
+
+fn sources() -> Value {
+    json!([
+        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
+        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
+    ])
+}
+
+const OK_SQL: &str = "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref";
+
+async fn refused(f: &Fixture, request: Value) -> (ErrorCode, Option<String>, String) {
+    let e = f.run_once(request, false, 2).await.expect_err("the job must be refused");
+    let written: Vec<_> = std::fs::read_dir(f.out.path()).unwrap().collect();
+    assert!(
+        written.is_empty() || std::fs::read_dir(f.out.path().join("runs")).map(|d| d.count() == 0).unwrap_or(true),
+        "a refused job wrote something"
+    );
+    (e.code, e.field, e.message)
+}
+
+#[tokio::test]
+async fn untraceable_key_names_the_columns_to_select() {
+    let f = fixture();
+    let (code, field, message) = refused(&f, job("SELECT i.invoice_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources())).await;
+    assert_eq!(code, ErrorCode::UntraceableKey);
+    assert_eq!(field.as_deref(), Some("sources[1].primary_key"));
+    assert!(message.contains("payments.payment_id"), "{message}");
+    // A cast breaks the trail on purpose.
+    let (code, ..) = refused(
+        &f,
+        job("SELECT i.invoice_id, CAST(p.payment_id AS VARCHAR) AS pid FROM invoices i JOIN payments p ON i.ref = p.ref", sources()),
+    )
+    .await;
+    assert_eq!(code, ErrorCode::UntraceableKey);
+}
+
+#[tokio::test]
+async fn duplicate_output_columns_are_named() {
+    let f = fixture();
+    let (code, _, message) = refused(&f, job("SELECT * FROM invoices i JOIN payments p ON i.ref = p.ref", sources())).await;
+    assert_eq!(code, ErrorCode::DuplicateOutputColumn);
+    assert!(message.contains("ref (i.ref, p.ref)"), "{message}");
+    assert!(message.contains("amount"), "{message}");
+}
+
+#[tokio::test]
+async fn statements_other_than_one_query_are_forbidden() {
+    let f = fixture();
+    for sql in [
+        "DROP TABLE invoices",
+        "DELETE FROM invoices",
+        "INSERT INTO invoices VALUES ('x', 'y', 1, '2026-01-01')",
+        "COPY invoices TO '/tmp/x.csv'",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "SELECT 1; SELECT 2",
+        "EXPLAIN SELECT 1",
+    ] {
+        let (code, field, _) = refused(&f, job(sql, sources())).await;
+        assert_eq!(code, ErrorCode::ForbiddenStatement, "{sql}");
+        assert_eq!(field.as_deref(), Some("match_sql"));
+    }
+}
+
+#[tokio::test]
+async fn syntax_errors_unknown_tables_and_columns_have_their_codes() {
+    let f = fixture();
+    assert_eq!(refused(&f, job("SELEC invoice_id FROM invoices", sources())).await.0, ErrorCode::InvalidSql);
+    assert_eq!(refused(&f, job("SELECT x.a FROM ledger x", sources())).await.0, ErrorCode::UnknownTable);
+    let (code, _, message) = refused(&f, job("SELECT i.nope, i.invoice_id FROM invoices i", sources())).await;
+    assert_eq!(code, ErrorCode::UnknownColumn);
+    assert!(message.contains("nope"), "{message}");
+    assert_eq!(
+        refused(&f, job("SELECT tolerance_match(i.ref, i.ref, 1) AS t, i.invoice_id FROM invoices i", sources())).await.0,
+        ErrorCode::InvalidSql
+    );
+}
+
+#[tokio::test]
+async fn key_columns_must_exist() {
+    let f = fixture();
+    let mut s = sources();
+    s[0]["primary_key"] = json!(["invoice_no"]);
+    let (code, field, _) = refused(&f, job(OK_SQL, s)).await;
+    assert_eq!((code, field.as_deref()), (ErrorCode::UnknownColumn, Some("sources[0].primary_key[0]")));
+}
+
+#[tokio::test]
+async fn files_outside_the_root_and_missing_files_are_refused() {
+    let f = fixture();
+    let outside = tempfile::NamedTempFile::new().unwrap();
+    for (uri, want) in [
+        ("../etc/passwd", ErrorCode::SourceOutsideRoot),
+        (outside.path().to_str().unwrap(), ErrorCode::SourceOutsideRoot),
+        ("missing.csv", ErrorCode::SourceNotFound),
+        ("s3://bucket/x.csv", ErrorCode::UnsupportedSource),
+    ] {
+        let mut s = sources();
+        s[1]["uri"] = json!(uri);
+        let (code, field, _) = refused(&f, job(OK_SQL, s)).await;
+        assert_eq!((code, field.as_deref()), (want, Some("sources[1].uri")), "{uri}");
+    }
+    // A symlink inside the root that points outside it is refused too.
+    std::os::unix::fs::symlink(outside.path(), f.data.path().join("link.csv")).unwrap();
+    let mut s = sources();
+    s[1]["uri"] = json!("link.csv");
+    assert_eq!(refused(&f, job(OK_SQL, s)).await.0, ErrorCode::SourceOutsideRoot);
+}
+
+#[tokio::test]
+async fn filters_that_do_not_fit_their_column_are_refused() {
+    let f = fixture();
+    for (filter, want_field) in [
+        (json!({"column": "amount", "op": "eq", "value": 10.005}), "sources[0].filters[0].value"),
+        (json!({"column": "issued", "op": "between", "value": ["2026-01-01", "soon"]}), "sources[0].filters[0].value[1]"),
+        (json!({"column": "ref", "op": "gt", "value": 5}), "sources[0].filters[0].value"),
+        (json!({"column": "amount", "op": "like", "value": "1%"}), "sources[0].filters[0]"),
+        (json!({"column": "amount", "op": "between", "value": [1]}), "sources[0].filters[0].value"),
+    ] {
+        let mut s = sources();
+        s[0]["filters"] = json!([filter]);
+        let (code, field, _) = refused(&f, job(OK_SQL, s)).await;
+        assert_eq!((code, field.as_deref()), (ErrorCode::InvalidFilter, Some(want_field)), "{filter}");
+    }
+    let mut s = sources();
+    s[0]["filters"] = json!([{"column": "nope", "op": "is_null"}]);
+    assert_eq!(refused(&f, job(OK_SQL, s)).await.0, ErrorCode::UnknownColumn);
+}
+
+#[tokio::test]
+async fn output_paths_escaping_the_root_or_existing_are_refused() {
+    let f = fixture();
+    let mut r = job(OK_SQL, sources());
+    r["output_path"] = json!("../elsewhere");
+    assert_eq!(refused(&f, r).await.0, ErrorCode::OutputOutsideRoot);
+    let mut r = job(OK_SQL, sources());
+    r["output_path"] = json!("/tmp/kalla-escape");
+    assert_eq!(refused(&f, r).await.0, ErrorCode::OutputOutsideRoot);
+
+    std::fs::create_dir_all(f.out.path().join("taken")).unwrap();
+    std::fs::write(f.out.path().join("taken/matched.parquet"), b"old").unwrap();
+    let mut r = job(OK_SQL, sources());
+    r["output_path"] = json!("taken");
+    let e = f.run_once(r, false, 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::OutputExists);
+    assert_eq!(std::fs::read(f.out.path().join("taken/matched.parquet")).unwrap(), b"old");
+}
+
+#[tokio::test]
+async fn reserved_names_are_refused() {
+    let f = fixture();
+    let (code, ..) = refused(&f, job("SELECT invoice_id FROM __kalla_source_invoices", sources())).await;
+    assert_eq!(code, ErrorCode::InvalidSql);
+}
