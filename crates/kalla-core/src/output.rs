@@ -145,10 +145,11 @@ impl TmpDir {
 
 impl Drop for TmpDir {
     fn drop(&mut self) {
-        if !self.committed && self.path.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temporary output directory");
-            }
+        if !self.committed
+            && self.path.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temporary output directory");
         }
     }
 }
