@@ -11,6 +11,7 @@ use kalla_recipe::{ErrorCode, KallaError};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use std::sync::Arc;
 
@@ -72,9 +73,13 @@ pub fn check_distributable(plan: &Arc<dyn ExecutionPlan>) -> std::result::Result
     }
 }
 
-/// Serializes `plan` with Kalla's codec and decodes it again in `task_ctx`, as a remote executor
-/// would. Used to prove every plan the engine runs can be shipped.
-pub fn roundtrip_physical_plan(plan: Arc<dyn ExecutionPlan>, task_ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+/// Serializes `plan` with Kalla's codec and decodes it again, as a remote executor would: in a
+/// context that has the job's settings but *not* Kalla's functions, so the UDFs must come from
+/// the codec. Used to prove every plan the engine runs can be shipped.
+pub fn roundtrip_physical_plan(plan: Arc<dyn ExecutionPlan>, job_ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    let remote = SessionContext::new_with_config(job_ctx.session_config().clone());
+    let task_ctx = remote.task_ctx();
+    let task_ctx = task_ctx.as_ref();
     check_distributable(&plan).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let codec = KallaPhysicalCodec;
     let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &codec)?;

@@ -1,5 +1,6 @@
 //! Integration tests of the engine: real files in, real Parquet out.
 
+mod codec;
 mod formats;
 mod harness;
 mod refusals;
