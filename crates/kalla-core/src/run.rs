@@ -51,6 +51,14 @@ pub struct RunOutcome {
     pub summary: Summary,
 }
 
+/// What one source contributes to the counts and the audit trail.
+struct SourceResult {
+    total: u64,
+    unmatched: Option<u64>,
+    path: Option<String>,
+    checks: Option<SourceChecks>,
+}
+
 const MATCHED_FILE: &str = "matched.parquet";
 const SUMMARY_FILE: &str = "summary.json";
 
@@ -153,50 +161,81 @@ impl PlannedJob {
         self.ctx.read_parquet(path.to_string_lossy().to_string(), ParquetReadOptions::default()).await
     }
 
-    /// Checks of one keyed source: counts by key over the source, joined to matched key counts.
+    /// Checks of one keyed source, each side counted by its own query: the source's keys, the
+    /// matched keys (read back from `matched.parquet`), and the keys of the written unmatched file.
+    /// Every non-NULL key the matched output carries was copied from a row of this source, so the
+    /// balance `total_keys = matched_keys + unmatched_keys` holds exactly when the anti join
+    /// wrote every key the match left.
     async fn source_checks(&self, source: &PlannedSource, keys: DataFrame, unmatched_path: &Path) -> Result<SourceChecks, DataFusionError> {
         let key = source.key.clone().unwrap_or_default();
-        let per_key = source
+        let n = || col_exact("__kalla_n");
+        let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
+        let source_stats = source
             .frame
             .clone()
-            .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![count(lit(1)).alias("__kalla_n")])?;
-        let matched_per_key = keys.aggregate(
-            (0..key.len()).map(|j| col_exact(&key_alias(j))).collect(),
-            vec![count(lit(1)).alias("__kalla_m")],
+            .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![count(lit(1)).alias("__kalla_n")])?
+            .aggregate(
+                vec![],
+                vec![
+                    sum(n()).alias("total_rows"),
+                    count(lit(1)).alias("total_keys"),
+                    sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("duplicate_keys"),
+                    sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
+                ],
+            )?;
+        let not_null = (0..key.len())
+            .map(|j| col_exact(&key_alias(j)).is_not_null())
+            .reduce(Expr::and)
+            .unwrap_or(lit(true));
+        let matched_stats = keys
+            .filter(not_null)?
+            .aggregate((0..key.len()).map(|j| col_exact(&key_alias(j))).collect(), vec![count(lit(1)).alias("__kalla_n")])?
+            .aggregate(
+                vec![],
+                vec![count(lit(1)).alias("matched_keys"), sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys")],
+            )?;
+        let unmatched_stats = self
+            .read_matched(unmatched_path)
+            .await?
+            .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![])?
+            .aggregate(vec![], vec![count(lit(1)).alias("unmatched_keys")])?;
+        let (s, m, u) = futures::try_join!(
+            self.collect_i64s(source_stats),
+            self.collect_i64s(matched_stats),
+            self.collect_i64s(unmatched_stats)
         )?;
-        let joined = per_key.join_on(matched_per_key, JoinType::Left, Self::key_join(source))?;
-        let n = || col_exact("__kalla_n");
-        let m = || col_exact("__kalla_m");
-        let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
-        let stats = joined.aggregate(
-            vec![],
-            vec![
-                sum(n()).alias("total_rows"),
-                count(lit(1)).alias("total_keys"),
-                sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("duplicate_keys"),
-                sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
-                count(m()).alias("matched_keys"),
-                sum(flag(m().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys"),
-            ],
-        )?;
-        let v = self.collect_i64s(stats).await?;
-        let unmatched = self.read_matched(unmatched_path).await?;
-        let unmatched_keys = unmatched.aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![])?;
-        let unmatched_keys = self.collect_i64s(unmatched_keys.aggregate(vec![], vec![count(lit(1))])?).await?;
-        let get = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
-        let unmatched_keys = unmatched_keys.first().copied().unwrap_or(0).max(0) as u64;
-        let total_keys = get(1);
-        let matched_keys = get(4);
+        let get = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        let (total_keys, matched_keys, unmatched_keys) = (get(&s, 1), get(&m, 0), get(&u, 0));
         Ok(SourceChecks {
-            total_rows: get(0),
+            total_rows: get(&s, 0),
             total_keys,
             matched_keys,
             unmatched_keys,
             keys_balance: total_keys == matched_keys + unmatched_keys,
-            duplicate_keys: get(2),
-            duplicate_key_rows: get(3),
-            multi_matched_keys: get(5),
+            duplicate_keys: get(&s, 2),
+            duplicate_key_rows: get(&s, 3),
+            multi_matched_keys: get(&m, 1),
         })
+    }
+
+    /// The unmatched output and checks of one source (only a row count for a source without key).
+    async fn source_outputs(&self, source: &PlannedSource, dir: &Path, matched_path: &Path, given: &str) -> Result<SourceResult, KallaError> {
+        let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
+        let Some(trace) = &source.trace else {
+            let rows = self
+                .collect_i64s(source.frame.clone().aggregate(vec![], vec![count(lit(1))]).map_err(fail)?)
+                .await
+                .map_err(fail)?;
+            let total = rows.first().copied().unwrap_or(0).max(0) as u64;
+            return Ok(SourceResult { total, unmatched: None, path: None, checks: None });
+        };
+        let file = format!("unmatched_{}.parquet", source.alias);
+        let path = dir.join(&file);
+        let keys = self.matched_keys(self.read_matched(matched_path).await.map_err(fail)?, trace).map_err(fail)?;
+        let anti = source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
+        let rows = self.write(anti, &path).await.map_err(fail)?;
+        let checks = self.source_checks(source, keys, &path).await.map_err(fail)?;
+        Ok(SourceResult { total: checks.total_rows, unmatched: Some(rows), path: Some(path_in(given, &file)), checks: Some(checks) })
     }
 
     /// Runs the job to committed outputs.
@@ -219,31 +258,17 @@ impl PlannedJob {
         let mut unmatched = BTreeMap::new();
         let mut unmatched_paths = BTreeMap::new();
         let mut checks = BTreeMap::new();
-        for source in &self.sources {
-            let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
-            match &source.trace {
-                Some(trace) => {
-                    let file = format!("unmatched_{}.parquet", source.alias);
-                    let path = tmp.path().join(&file);
-                    let keys = self.matched_keys(self.read_matched(&matched_path).await.map_err(fail)?, trace).map_err(fail)?;
-                    let anti = source
-                        .frame
-                        .clone()
-                        .join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source))
-                        .map_err(fail)?;
-                    let rows = self.write(anti, &path).await.map_err(fail)?;
-                    let c = self.source_checks(source, keys, &path).await.map_err(fail)?;
-                    total.insert(source.alias.clone(), c.total_rows);
-                    unmatched.insert(source.alias.clone(), Some(rows));
-                    unmatched_paths.insert(source.alias.clone(), Some(path_in(&given, &file)));
-                    checks.insert(source.alias.clone(), c);
-                }
-                None => {
-                    let rows = self.collect_i64s(source.frame.clone().aggregate(vec![], vec![count(lit(1))]).map_err(fail)?).await.map_err(fail)?;
-                    total.insert(source.alias.clone(), rows.first().copied().unwrap_or(0).max(0) as u64);
-                    unmatched.insert(source.alias.clone(), None);
-                    unmatched_paths.insert(source.alias.clone(), None);
-                }
+        // Sources are independent: their anti joins and checks run concurrently.
+        let results = futures::future::try_join_all(
+            self.sources.iter().map(|source| self.source_outputs(source, tmp.path(), &matched_path, &given)),
+        )
+        .await?;
+        for (source, r) in self.sources.iter().zip(results) {
+            total.insert(source.alias.clone(), r.total);
+            unmatched.insert(source.alias.clone(), r.unmatched);
+            unmatched_paths.insert(source.alias.clone(), r.path);
+            if let Some(c) = r.checks {
+                checks.insert(source.alias.clone(), c);
             }
         }
         timings.insert("writing_results_ms".into(), t.elapsed().as_millis() as u64);

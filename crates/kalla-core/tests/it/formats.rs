@@ -1,7 +1,7 @@
 //! File formats and typing: CSV dialects, gzip, directories, Parquet, exact decimals, and runs
 //! that fail mid-stream leaving nothing behind.
 
-use crate::harness::{Fixture, all_rows, job, keys, set};
+use crate::harness::{csv_sources, Fixture, all_rows, job, keys, set};
 use datafusion::arrow::array::{Date32Array, Decimal128Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use kalla_recipe::ErrorCode;
@@ -119,10 +119,7 @@ async fn inferred_types_keep_leading_zeros_as_text_and_decimals_exact() {
     let f = Fixture::new();
     f.file("invoices.csv", "invoice_id,ref,amount\n00123,A,10.50\n00124,B,0.25\n");
     f.file("payments.csv", "payment_id,ref,amount\n1,A,10.50\n2,B,0.24\n");
-    let sources = json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
-    ]);
+    let sources = csv_sources(&["invoice_id"], &["payment_id"]);
     let o = f
         .run(job("SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref AND i.amount = p.amount", sources))
         .await
@@ -149,10 +146,7 @@ async fn a_type_error_mid_stream_fails_the_run_and_leaves_no_output() {
     }
     f.file("invoices.csv", &csv);
     f.file("payments.csv", "payment_id,ref\nP1,R1\n");
-    let sources = json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
-    ]);
+    let sources = csv_sources(&["invoice_id"], &["payment_id"]);
     let request = job("SELECT i.invoice_id, i.qty, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources);
     let output_path = request["output_path"].as_str().unwrap().to_string();
     let e = f.run_once(request, false, 2).await.unwrap_err();
@@ -186,10 +180,7 @@ async fn invalid_utf8_fails_the_run_naming_the_line() {
     bytes.extend_from_slice(b"\n");
     std::fs::write(f.data.path().join("invoices.csv"), bytes).unwrap();
     f.file("payments.csv", "payment_id,ref\nP1,A\n");
-    let sources = json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
-    ]);
+    let sources = csv_sources(&["invoice_id"], &["payment_id"]);
     let request = job("SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources);
     let e = f.run_once(request, false, 2).await.unwrap_err();
     assert!(e.message.contains("invoices.csv") && e.message.contains("line"), "{e:?}");

@@ -93,6 +93,14 @@ impl Fixture {
     }
 }
 
+/// `invoices.csv` and `payments.csv` with the given keys and no other settings.
+pub fn csv_sources(invoice_key: &[&str], payment_key: &[&str]) -> Value {
+    json!([
+        {"alias": "invoices", "uri": "invoices.csv", "primary_key": invoice_key},
+        {"alias": "payments", "uri": "payments.csv", "primary_key": payment_key}
+    ])
+}
+
 /// A job request with a fresh run id and output path.
 pub fn job(sql: &str, sources: Value) -> Value {
     let id = uuid::Uuid::new_v4().to_string();

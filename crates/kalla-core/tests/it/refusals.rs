@@ -1,7 +1,7 @@
 //! Everything a caller can fix is refused at planning with its code and field, and nothing is
 //! written.
 
-use crate::harness::{Fixture, job};
+use crate::harness::{csv_sources, Fixture, job};
 use kalla_recipe::ErrorCode;
 use serde_json::{Value, json};
 
@@ -13,10 +13,7 @@ fn fixture() -> Fixture {
 }
 
 fn sources() -> Value {
-    json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
-    ])
+    csv_sources(&["invoice_id"], &["payment_id"])
 }
 
 const OK_SQL: &str = "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref";

@@ -1,7 +1,7 @@
 //! Reconciliation scenarios on real files. Expected values are written out by construction of
 //! the data (each row's fate is chosen when it is written), never computed by the engine.
 
-use crate::harness::{Fixture, job, keys, row_count, set, tuples};
+use crate::harness::{csv_sources, Fixture, job, keys, row_count, set, tuples};
 use serde_json::json;
 
 const INVOICES: &str = "\
@@ -224,10 +224,7 @@ async fn keys_named_id_on_both_sides_are_told_apart_by_their_aliases() {
     let f = Fixture::new();
     f.file("invoices.csv", "id,ref\n1,A\n2,B\n3,C\n");
     f.file("payments.csv", "id,ref\n1,B\n2,C\n3,D\n");
-    let sources = json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["id"]}
-    ]);
+    let sources = csv_sources(&["id"], &["id"]);
     let o = f
         .run(job("SELECT i.id AS invoice_id, p.id AS payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources))
         .await
@@ -345,10 +342,7 @@ async fn null_source_keys_are_never_matched() {
     let f = Fixture::new();
     f.file("invoices.csv", "invoice_id,ref\nI1,A\n,B\nI3,C\n");
     f.file("payments.csv", "payment_id,ref\nP1,A\nP2,B\n");
-    let sources = json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
-    ]);
+    let sources = csv_sources(&["invoice_id"], &["payment_id"]);
     let o = f
         .run(job("SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources))
         .await
@@ -380,10 +374,7 @@ async fn duplicate_and_multi_matched_keys_are_reported() {
     let f = Fixture::new();
     f.file("invoices.csv", "invoice_id,ref\nI1,A\nI1,B\nI2,C\n");
     f.file("payments.csv", "payment_id,ref\nP1,A\nP2,A\nP3,Z\n");
-    let sources = json!([
-        {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
-        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
-    ]);
+    let sources = csv_sources(&["invoice_id"], &["payment_id"]);
     let o = f
         .run(job("SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources))
         .await
