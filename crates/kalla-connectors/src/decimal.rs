@@ -140,16 +140,16 @@ impl ScalarUDFImpl for ParseDecimalUdf {
             _ => String::from("column"),
         };
         let target = args.return_field.data_type().clone();
-        let input = match &args.args[0] {
-            ColumnarValue::Array(a) => Arc::clone(a),
-            ColumnarValue::Scalar(s) => s.to_array_of_size(args.number_rows)?,
+        let input = match args.args.first() {
+            Some(ColumnarValue::Array(a)) => Arc::clone(a),
+            Some(ColumnarValue::Scalar(s)) => s.to_array_of_size(args.number_rows)?,
+            None => return exec_err!("{PARSE_DECIMAL_NAME} takes 4 arguments"),
         };
         let input = datafusion::arrow::compute::cast(&input, &DataType::Utf8)?;
         let strings = input.as_string::<i32>();
         let fail = |v: &str, e: String| -> DataFusionError {
-            DataFusionError::Execution(format!("{label}: value {e}; declare a wider type in the source's schema")).context(
-                format!("reading {label} ({v:?})"),
-            )
+            DataFusionError::Execution(format!("{label}: value {e}; declare a wider type in the source's schema"))
+                .context(format!("reading {label} ({v:?})"))
         };
         let out: ArrayRef = match target {
             DataType::Decimal128(p, s) => {

@@ -69,9 +69,7 @@ pub struct OpenedFileSource {
 
 /// Resolves `given` (relative to `root`, or absolute, or `file://`) and refuses paths outside root.
 pub fn resolve_under_root(root: &Path, given: &str) -> Result<PathBuf, ConnectorError> {
-    let root = root
-        .canonicalize()
-        .map_err(|e| ConnectorError::Io { path: root.display().to_string(), source: e })?;
+    let root = root.canonicalize().map_err(|e| ConnectorError::Io { path: root.display().to_string(), source: e })?;
     let joined = if Path::new(given).is_absolute() { PathBuf::from(given) } else { root.join(given) };
     let resolved = match joined.canonicalize() {
         Ok(p) => p,
@@ -130,7 +128,8 @@ fn kind_of(path: &Path, format: Option<FileFormat>) -> Option<Kind> {
 }
 
 fn entry(path: PathBuf) -> Result<FileEntry, ConnectorError> {
-    let meta = std::fs::metadata(&path).map_err(|e| ConnectorError::Io { path: path.display().to_string(), source: e })?;
+    let meta =
+        std::fs::metadata(&path).map_err(|e| ConnectorError::Io { path: path.display().to_string(), source: e })?;
     Ok(FileEntry { size: meta.len(), modified: meta.modified().ok(), path })
 }
 
@@ -209,7 +208,9 @@ fn leading_zero(v: &str) -> bool {
 fn plain_decimal_scale(v: &str) -> Option<usize> {
     let v = v.trim().trim_start_matches(['+', '-']);
     let (i, f) = v.split_once('.').unwrap_or((v, ""));
-    let ok = !(i.is_empty() && f.is_empty()) && i.bytes().all(|b| b.is_ascii_digit()) && f.bytes().all(|b| b.is_ascii_digit());
+    let ok = !(i.is_empty() && f.is_empty())
+        && i.bytes().all(|b| b.is_ascii_digit())
+        && f.bytes().all(|b| b.is_ascii_digit());
     ok.then_some(f.len())
 }
 
@@ -217,15 +218,14 @@ fn plain_decimal_scale(v: &str) -> Option<usize> {
 fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, ConnectorError> {
     let format = arrow_format(opts)?;
     let name = file.path.display().to_string();
-    let read_err = |e: datafusion::arrow::error::ArrowError| ConnectorError::Read { path: name.clone(), message: e.to_string() };
+    let read_err =
+        |e: datafusion::arrow::error::ArrowError| ConnectorError::Read { path: name.clone(), message: e.to_string() };
     let (inferred, _) = format.infer_schema(open_maybe_gz(&file.path, kind)?, Some(INFER_RECORDS)).map_err(read_err)?;
     // Read the same sample as text to apply the money-safe rules.
     let text_schema = Arc::new(Schema::new(
         inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
     ));
-    let mut builder = ReaderBuilder::new(Arc::clone(&text_schema))
-        .with_format(format)
-        .with_batch_size(INFER_RECORDS);
+    let mut builder = ReaderBuilder::new(Arc::clone(&text_schema)).with_format(format).with_batch_size(INFER_RECORDS);
     builder = builder.with_bounds(0, INFER_RECORDS);
     let reader = builder.build(open_maybe_gz(&file.path, kind)?).map_err(read_err)?;
     let mut leading = vec![false; inferred.fields().len()];
@@ -269,7 +269,8 @@ fn parquet_schema_and_rows(files: &[FileEntry]) -> Result<u64, ConnectorError> {
     for f in files {
         let name = f.path.display().to_string();
         let file = File::open(&f.path).map_err(|e| ConnectorError::Io { path: name.clone(), source: e })?;
-        let reader = SerializedFileReader::new(file).map_err(|e| ConnectorError::Read { path: name.clone(), message: e.to_string() })?;
+        let reader = SerializedFileReader::new(file)
+            .map_err(|e| ConnectorError::Read { path: name.clone(), message: e.to_string() })?;
         rows += reader.metadata().file_metadata().num_rows().max(0) as u64;
     }
     Ok(rows)
@@ -324,14 +325,15 @@ pub async fn open_file_source(
 ) -> Result<OpenedFileSource, ConnectorError> {
     let path = resolve_under_root(data_root, path_text)?;
     let (kind, files) = list_files(&path, path_text, source.format)?;
-    let urls = files
-        .iter()
-        .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = files.first() else {
+        return Err(ConnectorError::EmptyDirectory { path: path_text.to_string() });
+    };
+    let urls = files.iter().map(|f| ListingTableUrl::parse(f.path.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
     match kind {
         Kind::Parquet => {
             let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
-            let stored = options.infer_schema(state, &urls[0]).await?;
+            let first_url = ListingTableUrl::parse(first.path.to_string_lossy())?;
+            let stored = options.infer_schema(state, &first_url).await?;
             let final_schema = Arc::new(apply_overrides(&stored, &source.schema, true)?);
             let config = ListingTableConfig::new_with_multi_paths(urls)
                 .with_listing_options(options)
@@ -339,10 +341,17 @@ pub async fn open_file_source(
             let provider = Arc::new(ListingTable::try_new(config)?);
             let projection = final_schema.fields().iter().map(|f| col_exact(f.name())).collect();
             let expected_rows = Some(parquet_schema_and_rows(&files)?);
-            Ok(OpenedFileSource { provider, projection, schema: final_schema, format: FileFormat::Parquet, files, expected_rows })
+            Ok(OpenedFileSource {
+                provider,
+                projection,
+                schema: final_schema,
+                format: FileFormat::Parquet,
+                files,
+                expected_rows,
+            })
         }
         Kind::Csv | Kind::CsvGz => {
-            let inferred = infer_csv(&files[0], kind, &source.csv)?;
+            let inferred = infer_csv(first, kind, &source.csv)?;
             let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
             // Decimal columns are read as text and converted exactly. DataFusion 55's CSV scan
             // ignores null patterns, so with a `null_value` every column is read as text, the
@@ -354,7 +363,9 @@ pub async fn open_file_source(
                     .fields()
                     .iter()
                     .map(|f| match f.data_type() {
-                        DataType::Decimal128(..) | DataType::Decimal256(..) => Field::new(f.name(), DataType::Utf8, true),
+                        DataType::Decimal128(..) | DataType::Decimal256(..) => {
+                            Field::new(f.name(), DataType::Utf8, true)
+                        }
                         _ if all_text => Field::new(f.name(), DataType::Utf8, true),
                         t => Field::new(f.name(), t.clone(), true),
                     })
@@ -399,7 +410,14 @@ pub async fn open_file_source(
                 .with_listing_options(options)
                 .with_schema(Arc::new(read_schema));
             let provider = Arc::new(ListingTable::try_new(config)?);
-            Ok(OpenedFileSource { provider, projection, schema: final_schema, format: FileFormat::Csv, files, expected_rows: None })
+            Ok(OpenedFileSource {
+                provider,
+                projection,
+                schema: final_schema,
+                format: FileFormat::Csv,
+                files,
+                expected_rows: None,
+            })
         }
     }
 }

@@ -41,21 +41,25 @@ fn scalar_for(column: &str, t: &DataType, v: &FilterScalar) -> Result<ScalarValu
         format!("filter value {} does not fit column {column:?} of type {}: {why}", describe(v), sql_type_name(t))
     };
     match (t, v) {
-        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, FilterScalar::Text(s)) => {
-            Ok(match t {
-                DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(s.clone())),
-                DataType::Utf8View => ScalarValue::Utf8View(Some(s.clone())),
-                _ => ScalarValue::Utf8(Some(s.clone())),
-            })
-        }
+        (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, FilterScalar::Text(s)) => Ok(match t {
+            DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(s.clone())),
+            DataType::Utf8View => ScalarValue::Utf8View(Some(s.clone())),
+            _ => ScalarValue::Utf8(Some(s.clone())),
+        }),
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _) => {
             Err(misfit("a text column takes a string value"))
         }
         (DataType::Boolean, FilterScalar::Bool(b)) => Ok(ScalarValue::Boolean(Some(*b))),
         (DataType::Boolean, _) => Err(misfit("a boolean column takes true or false")),
         (
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16
-            | DataType::UInt32 | DataType::UInt64,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::UInt64,
             FilterScalar::Number(n) | FilterScalar::Text(n),
         ) => {
             let as_i128: i128 = n.trim().parse().map_err(|_| misfit("not an integer"))?;
@@ -97,8 +101,12 @@ fn scalar_for(column: &str, t: &DataType, v: &FilterScalar) -> Result<ScalarValu
             let tz = tz.clone();
             Ok(match unit {
                 TimeUnit::Second => exact_div(nanos, 1_000_000_000).map(|x| ScalarValue::TimestampSecond(Some(x), tz)),
-                TimeUnit::Millisecond => exact_div(nanos, 1_000_000).map(|x| ScalarValue::TimestampMillisecond(Some(x), tz)),
-                TimeUnit::Microsecond => exact_div(nanos, 1_000).map(|x| ScalarValue::TimestampMicrosecond(Some(x), tz)),
+                TimeUnit::Millisecond => {
+                    exact_div(nanos, 1_000_000).map(|x| ScalarValue::TimestampMillisecond(Some(x), tz))
+                }
+                TimeUnit::Microsecond => {
+                    exact_div(nanos, 1_000).map(|x| ScalarValue::TimestampMicrosecond(Some(x), tz))
+                }
                 TimeUnit::Nanosecond => Some(ScalarValue::TimestampNanosecond(Some(nanos), tz)),
             }
             .ok_or_else(|| misfit("more precise than the column"))?)
@@ -124,7 +132,8 @@ fn filter_to_expr(schema: &Schema, f: &Filter) -> Result<Expr, ConnectorError> {
     let t = field.data_type();
     let vfield = format!("{}.value", f.field);
     let one = |v: &FilterScalar, path: &str| {
-        scalar_for(&f.column, t, v).map_err(|message| ConnectorError::InvalidFilter { message, field: path.to_string() })
+        scalar_for(&f.column, t, v)
+            .map_err(|message| ConnectorError::InvalidFilter { message, field: path.to_string() })
     };
     let c = col_exact(&f.column);
     Ok(match (&f.op, &f.value) {
@@ -207,9 +216,14 @@ mod tests {
     fn fitting_values_become_exact_literals() {
         let e = filter_to_expr(&schema(), &f("amount", FilterOp::Gte, FilterValue::One(n("100.5")))).unwrap();
         assert_eq!(e.to_string(), "amount >= Decimal128(100.50,12,2)");
-        let e = filter_to_expr(&schema(), &f("on", FilterOp::Between, FilterValue::Range(t("2026-01-01"), t("2026-01-31")))).unwrap();
+        let e = filter_to_expr(
+            &schema(),
+            &f("on", FilterOp::Between, FilterValue::Range(t("2026-01-01"), t("2026-01-31"))),
+        )
+        .unwrap();
         assert_eq!(e.to_string(), "on BETWEEN Date32(\"2026-01-01\") AND Date32(\"2026-01-31\")");
-        let e = filter_to_expr(&schema(), &f("at", FilterOp::Lt, FilterValue::One(t("2026-01-01T01:00:00+01:00")))).unwrap();
+        let e = filter_to_expr(&schema(), &f("at", FilterOp::Lt, FilterValue::One(t("2026-01-01T01:00:00+01:00"))))
+            .unwrap();
         assert!(e.to_string().contains("1767225600000000"), "{e}");
     }
 

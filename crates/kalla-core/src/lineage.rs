@@ -74,7 +74,13 @@ pub fn lineage(plan: &LogicalPlan, sources: &HashSet<String>) -> Lineage {
                 .schema
                 .fields()
                 .iter()
-                .map(|f| BTreeSet::from([Origin { source: table.clone(), column: f.name().clone(), carrier: Carrier::Plain }]))
+                .map(|f| {
+                    BTreeSet::from([Origin {
+                        source: table.clone(),
+                        column: f.name().clone(),
+                        carrier: Carrier::Plain,
+                    }])
+                })
                 .collect(),
             None => lineage(&s.input, sources),
         },

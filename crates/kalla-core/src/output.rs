@@ -50,7 +50,11 @@ pub fn resolve_output(root: &Path, given: &str, run_id: Uuid) -> Result<Resolved
     }
     let normal: PathBuf = normalize(&joined);
     if normal == root {
-        return Err(KallaError::at(ErrorCode::OutputOutsideRoot, "output_path", "output_path must name a directory below the output root"));
+        return Err(KallaError::at(
+            ErrorCode::OutputOutsideRoot,
+            "output_path",
+            "output_path must name a directory below the output root",
+        ));
     }
     // Follow symlinks in the part that exists: it must stay inside the root too.
     let mut existing = normal.as_path();
@@ -160,7 +164,11 @@ fn writer_properties() -> WriterProperties {
 }
 
 /// Runs `plan` and streams its rows into one Parquet file at `path`; returns the row count.
-pub async fn write_parquet(plan: Arc<dyn ExecutionPlan>, task_ctx: Arc<TaskContext>, path: &Path) -> Result<u64, datafusion::common::DataFusionError> {
+pub async fn write_parquet(
+    plan: Arc<dyn ExecutionPlan>,
+    task_ctx: Arc<TaskContext>,
+    path: &Path,
+) -> Result<u64, datafusion::common::DataFusionError> {
     let schema: SchemaRef = plan.schema();
     let mut stream = execute_stream(plan, task_ctx)?;
     let file = tokio::fs::File::create(path).await?;

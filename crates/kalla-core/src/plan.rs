@@ -117,7 +117,11 @@ fn internal(context: &str, e: impl std::fmt::Display) -> KallaError {
 }
 
 /// Opens one source and registers it (after its filters) under its lower-cased alias.
-async fn open_source(ctx: &SessionContext, source: &Source, config: &EngineConfig) -> Result<PlannedSource, KallaError> {
+async fn open_source(
+    ctx: &SessionContext,
+    source: &Source,
+    config: &EngineConfig,
+) -> Result<PlannedSource, KallaError> {
     let table = source.alias.to_ascii_lowercase();
     let (frame, schema, files, format, expected_rows) = match &source.location {
         SourceLocation::File(path) => {
@@ -158,8 +162,7 @@ async fn open_source(ctx: &SessionContext, source: &Source, config: &EngineConfi
         None => frame,
     };
     let frame = frame.alias(&source_marker(&table)).map_err(|e| internal("naming the source", e))?;
-    ctx.register_table(table.as_str(), frame.clone().into_view())
-        .map_err(|e| internal("registering the source", e))?;
+    ctx.register_table(table.as_str(), frame.clone().into_view()).map_err(|e| internal("registering the source", e))?;
     Ok(PlannedSource {
         alias: source.alias.clone(),
         table,
@@ -237,21 +240,15 @@ fn check_unique_columns(plan: &LogicalPlan) -> Result<(), KallaError> {
         };
         seen.entry(field.name().as_str()).or_default().push(full);
     }
-    let dups: Vec<String> = seen
-        .into_iter()
-        .filter(|(_, v)| v.len() > 1)
-        .map(|(name, v)| format!("{name} ({})", v.join(", ")))
-        .collect();
+    let dups: Vec<String> =
+        seen.into_iter().filter(|(_, v)| v.len() > 1).map(|(name, v)| format!("{name} ({})", v.join(", "))).collect();
     if dups.is_empty() {
         Ok(())
     } else {
         Err(KallaError::at(
             ErrorCode::DuplicateOutputColumn,
             "match_sql",
-            format!(
-                "output column names must be unique; alias them apart: {}",
-                dups.join("; ")
-            ),
+            format!("output column names must be unique; alias them apart: {}", dups.join("; ")),
         ))
     }
 }

@@ -91,11 +91,7 @@ fn path_in(given: &str, file: &str) -> String {
 impl PlannedJob {
     async fn physical(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         let plan = frame.create_physical_plan().await?;
-        if self.config.roundtrip_plans {
-            roundtrip_physical_plan(plan, &self.ctx.task_ctx())
-        } else {
-            Ok(plan)
-        }
+        if self.config.roundtrip_plans { roundtrip_physical_plan(plan, &self.ctx.task_ctx()) } else { Ok(plan) }
     }
 
     async fn write(&self, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
@@ -110,9 +106,10 @@ impl PlannedJob {
         for b in &batches {
             for c in b.columns() {
                 let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Int64)?;
-                let c = c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().ok_or_else(|| {
-                    DataFusionError::Internal("count column is not Int64".into())
-                })?;
+                let c = c
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .ok_or_else(|| DataFusionError::Internal("count column is not Int64".into()))?;
                 out.push(if c.is_empty() || c.is_null(0) { 0 } else { c.value(0) });
             }
         }
@@ -124,14 +121,19 @@ impl PlannedJob {
     fn matched_keys(&self, matched: DataFrame, trace: &KeyTrace) -> Result<DataFrame, DataFusionError> {
         let names = &self.output_columns;
         match trace {
-            KeyTrace::Plain(idx) => {
-                matched.select(idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))).collect::<Vec<_>>())
-            }
+            KeyTrace::Plain(idx) => matched.select(
+                idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))).collect::<Vec<_>>(),
+            ),
             KeyTrace::Lists(idx) => {
                 let aliases: Vec<String> = (0..idx.len()).map(key_alias).collect();
                 let refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
                 matched
-                    .select(idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))).collect::<Vec<_>>())?
+                    .select(
+                        idx.iter()
+                            .enumerate()
+                            .map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j)))
+                            .collect::<Vec<_>>(),
+                    )?
                     .unnest_columns(&refs)
             }
             KeyTrace::StructList { column, fields } => matched
@@ -166,7 +168,12 @@ impl PlannedJob {
     /// Every non-NULL key the matched output carries was copied from a row of this source, so the
     /// balance `total_keys = matched_keys + unmatched_keys` holds exactly when the anti join
     /// wrote every key the match left.
-    async fn source_checks(&self, source: &PlannedSource, keys: DataFrame, unmatched_path: &Path) -> Result<SourceChecks, DataFusionError> {
+    async fn source_checks(
+        &self,
+        source: &PlannedSource,
+        keys: DataFrame,
+        unmatched_path: &Path,
+    ) -> Result<SourceChecks, DataFusionError> {
         let key = source.key.clone().unwrap_or_default();
         let n = || col_exact("__kalla_n");
         let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
@@ -183,16 +190,20 @@ impl PlannedJob {
                     sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
                 ],
             )?;
-        let not_null = (0..key.len())
-            .map(|j| col_exact(&key_alias(j)).is_not_null())
-            .reduce(Expr::and)
-            .unwrap_or(lit(true));
+        let not_null =
+            (0..key.len()).map(|j| col_exact(&key_alias(j)).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
         let matched_stats = keys
             .filter(not_null)?
-            .aggregate((0..key.len()).map(|j| col_exact(&key_alias(j))).collect(), vec![count(lit(1)).alias("__kalla_n")])?
+            .aggregate(
+                (0..key.len()).map(|j| col_exact(&key_alias(j))).collect(),
+                vec![count(lit(1)).alias("__kalla_n")],
+            )?
             .aggregate(
                 vec![],
-                vec![count(lit(1)).alias("matched_keys"), sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys")],
+                vec![
+                    count(lit(1)).alias("matched_keys"),
+                    sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys"),
+                ],
             )?;
         let unmatched_stats = self
             .read_matched(unmatched_path)
@@ -219,7 +230,13 @@ impl PlannedJob {
     }
 
     /// The unmatched output and checks of one source (only a row count for a source without key).
-    async fn source_outputs(&self, source: &PlannedSource, dir: &Path, matched_path: &Path, given: &str) -> Result<SourceResult, KallaError> {
+    async fn source_outputs(
+        &self,
+        source: &PlannedSource,
+        dir: &Path,
+        matched_path: &Path,
+        given: &str,
+    ) -> Result<SourceResult, KallaError> {
         let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
         let Some(trace) = &source.trace else {
             let rows = self
@@ -232,10 +249,16 @@ impl PlannedJob {
         let file = format!("unmatched_{}.parquet", source.alias);
         let path = dir.join(&file);
         let keys = self.matched_keys(self.read_matched(matched_path).await.map_err(fail)?, trace).map_err(fail)?;
-        let anti = source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
+        let anti =
+            source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
         let rows = self.write(anti, &path).await.map_err(fail)?;
         let checks = self.source_checks(source, keys, &path).await.map_err(fail)?;
-        Ok(SourceResult { total: checks.total_rows, unmatched: Some(rows), path: Some(path_in(given, &file)), checks: Some(checks) })
+        Ok(SourceResult {
+            total: checks.total_rows,
+            unmatched: Some(rows),
+            path: Some(path_in(given, &file)),
+            checks: Some(checks),
+        })
     }
 
     /// Runs the job to committed outputs.
@@ -312,7 +335,16 @@ impl PlannedJob {
                 .iter()
                 .map(|s| AuditSource {
                     alias: s.alias.clone(),
-                    uri: kalla_recipe::redact::redact_uri(&self.job.request.sources.iter().find(|r| r.alias == s.alias).map(|r| r.uri.clone()).unwrap_or_default()),
+                    uri: kalla_recipe::redact::redact_uri(
+                        &self
+                            .job
+                            .request
+                            .sources
+                            .iter()
+                            .find(|r| r.alias == s.alias)
+                            .map(|r| r.uri.clone())
+                            .unwrap_or_default(),
+                    ),
                     format: s.format,
                     primary_key: s.key.clone(),
                     filters: self

@@ -16,16 +16,18 @@ pub fn kalla_udfs() -> Vec<ScalarUDF> {
 
 /// Builds the session configuration jobs plan and run with.
 pub fn session_config(target_partitions: usize) -> SessionConfig {
-    let mut config = SessionConfig::new()
-        .with_target_partitions(target_partitions.max(1))
-        .with_information_schema(false);
+    let mut config =
+        SessionConfig::new().with_target_partitions(target_partitions.max(1)).with_information_schema(false);
     // `0.01` is a decimal, not a float: tolerance arithmetic on money must be exact.
     config.options_mut().sql_parser.parse_float_as_decimal = true;
     config
 }
 
 /// A session with Kalla's UDFs; `pool` is the process-wide memory pool when a limit is set.
-pub fn new_session(target_partitions: usize, pool: Option<Arc<dyn MemoryPool>>) -> datafusion::common::Result<SessionContext> {
+pub fn new_session(
+    target_partitions: usize,
+    pool: Option<Arc<dyn MemoryPool>>,
+) -> datafusion::common::Result<SessionContext> {
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(pool) = pool {
         runtime = runtime.with_memory_pool(pool);

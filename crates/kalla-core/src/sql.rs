@@ -54,7 +54,13 @@ fn statement_kind(s: &SqlStatement) -> String {
 /// need it.
 pub fn strip_df_prefix(e: &DataFusionError) -> String {
     let text = e.to_string();
-    for prefix in ["SQL error: ", "Error during planning: ", "Schema error: ", "Optimizer rule", "This feature is not implemented: "] {
+    for prefix in [
+        "SQL error: ",
+        "Error during planning: ",
+        "Schema error: ",
+        "Optimizer rule",
+        "This feature is not implemented: ",
+    ] {
         if let Some(rest) = text.strip_prefix(prefix) {
             return rest.to_string();
         }

@@ -63,9 +63,9 @@ impl From<&FileEntry> for FileAudit {
         FileAudit {
             path: f.path.display().to_string(),
             size: f.size,
-            modified: f.modified.map(|t| {
-                chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            }),
+            modified: f
+                .modified
+                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         }
     }
 }

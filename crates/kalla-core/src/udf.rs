@@ -47,14 +47,23 @@ pub fn tolerance_match_pct() -> ScalarUDF {
 }
 
 fn is_exact(t: &DataType) -> bool {
-    t.is_integer() || matches!(t, DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Null)
+    t.is_integer()
+        || matches!(
+            t,
+            DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+                | DataType::Null
+        )
 }
 
 fn scale_of(t: &DataType) -> i8 {
     match t {
-        DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s) | DataType::Decimal256(_, s) => {
-            (*s).max(0)
-        }
+        DataType::Decimal32(_, s)
+        | DataType::Decimal64(_, s)
+        | DataType::Decimal128(_, s)
+        | DataType::Decimal256(_, s) => (*s).max(0),
         _ => 0,
     }
 }
@@ -113,7 +122,8 @@ impl ScalarUDFImpl for ToleranceUdf {
 
 impl ToleranceUdf {
     fn eval_float(&self, a: &ArrayRef, b: &ArrayRef, t: &ArrayRef) -> Result<ArrayRef> {
-        let (a, b, t) = (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>(), t.as_primitive::<Float64Type>());
+        let (a, b, t) =
+            (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>(), t.as_primitive::<Float64Type>());
         let mut out = BooleanBuilder::with_capacity(a.len());
         for i in 0..a.len() {
             if a.is_null(i) || b.is_null(i) || t.is_null(i) {
@@ -135,8 +145,16 @@ impl ToleranceUdf {
         // defensively without the lossy "safe" mode.
         let opts = CastOptions { safe: false, ..Default::default() };
         let target = DataType::Decimal256(76, scale);
-        let (a, b, t) = (cast_with_options(a, &target, &opts)?, cast_with_options(b, &target, &opts)?, cast_with_options(t, &target, &opts)?);
-        let (a, b, t) = (a.as_primitive::<Decimal256Type>(), b.as_primitive::<Decimal256Type>(), t.as_primitive::<Decimal256Type>());
+        let (a, b, t) = (
+            cast_with_options(a, &target, &opts)?,
+            cast_with_options(b, &target, &opts)?,
+            cast_with_options(t, &target, &opts)?,
+        );
+        let (a, b, t) = (
+            a.as_primitive::<Decimal256Type>(),
+            b.as_primitive::<Decimal256Type>(),
+            t.as_primitive::<Decimal256Type>(),
+        );
         let unit = i256::from_i128(10).checked_pow(scale as u32);
         let mut out = BooleanBuilder::with_capacity(a.len());
         for i in 0..a.len() {

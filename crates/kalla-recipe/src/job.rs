@@ -215,9 +215,8 @@ pub struct ValidatedJob {
 impl JobRequest {
     /// Parses a request body, reporting the JSON path of the first field at fault.
     pub fn from_json(body: &[u8]) -> Result<JobRequest, KallaError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            KallaError::new(ErrorCode::BadJson, format!("the body is not valid JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| KallaError::new(ErrorCode::BadJson, format!("the body is not valid JSON: {e}")))?;
         Self::from_value(value)
     }
 
@@ -247,11 +246,7 @@ impl JobRequest {
             return Err(KallaError::at(ErrorCode::InvalidField, "match_sql", "match_sql is empty"));
         }
         if self.output_path.trim().is_empty() {
-            return Err(KallaError::at(
-                ErrorCode::InvalidField,
-                "output_path",
-                "output_path is empty",
-            ));
+            return Err(KallaError::at(ErrorCode::InvalidField, "output_path", "output_path is empty"));
         }
         if let Some(url) = &self.callback_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -263,11 +258,7 @@ impl JobRequest {
             ));
         }
         if self.sources.is_empty() {
-            return Err(KallaError::at(
-                ErrorCode::InvalidField,
-                "sources",
-                "at least one source is required",
-            ));
+            return Err(KallaError::at(ErrorCode::InvalidField, "sources", "at least one source is required"));
         }
         let mut sources = Vec::with_capacity(self.sources.len());
         for (i, spec) in self.sources.iter().enumerate() {
@@ -298,9 +289,7 @@ impl JobRequest {
                         return Err(KallaError::at(
                             ErrorCode::InvalidField,
                             field,
-                            format!(
-                                "source {alias:?} has primary_key {existing:?} and primary_keys gives {cols:?}"
-                            ),
+                            format!("source {alias:?} has primary_key {existing:?} and primary_keys gives {cols:?}"),
                         ));
                     }
                     _ => source.key = Some(cols.clone()),
@@ -464,11 +453,7 @@ fn validate_filter(field: &str, f: &FilterSpec) -> Result<Filter, KallaError> {
         FilterOp::IsNull | FilterOp::IsNotNull => match &f.value {
             None | Some(Value::Null) => FilterValue::None,
             Some(_) => {
-                return Err(KallaError::at(
-                    ErrorCode::InvalidFilter,
-                    vfield,
-                    "is_null and is_not_null take no value",
-                ));
+                return Err(KallaError::at(ErrorCode::InvalidFilter, vfield, "is_null and is_not_null take no value"));
             }
         },
         FilterOp::Between => match &f.value {
@@ -493,11 +478,7 @@ fn validate_filter(field: &str, f: &FilterSpec) -> Result<Filter, KallaError> {
                     .collect::<Result<_, _>>()?,
             ),
             _ => {
-                return Err(KallaError::at(
-                    ErrorCode::InvalidFilter,
-                    vfield,
-                    "in needs a non-empty array of values",
-                ));
+                return Err(KallaError::at(ErrorCode::InvalidFilter, vfield, "in needs a non-empty array of values"));
             }
         },
         FilterOp::Like => match &f.value {

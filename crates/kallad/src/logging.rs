@@ -5,7 +5,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber.
 pub(crate) fn init() -> Result<(), String> {
-    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")).map_err(|e| e.to_string())?;
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")).map_err(|e| e.to_string())?;
     let json = std::env::var("KALLA_LOG_FORMAT").map(|v| v.eq_ignore_ascii_case("json")).unwrap_or(false);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = if json { builder.json().try_init() } else { builder.try_init() };

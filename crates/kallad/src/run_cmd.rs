@@ -79,7 +79,8 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return print(&failed(run_id, submitted_at, e)),
     };
-    let partitions = args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let partitions =
+        args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = args.memory_limit.map(|b| memory_pool(b.as_u64() as usize));
     let ctx = match new_session(partitions, pool) {
         Ok(c) => c,

@@ -2,7 +2,9 @@
 
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
-use datafusion_proto::bytes::{physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
 use datafusion_proto::physical_plan::DefaultPhysicalExtensionCodec;
 use kalla_core::codec::{KallaPhysicalCodec, roundtrip_physical_plan};
 use kalla_core::session::new_session;
@@ -19,7 +21,10 @@ async fn udf_plans_decode_only_with_kallas_codec_and_give_the_same_answer() {
     let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
     let bytes = physical_plan_to_bytes_with_extension_codec(plan.clone(), &KallaPhysicalCodec).unwrap();
     let bare = SessionContext::new();
-    assert!(physical_plan_from_bytes_with_extension_codec(&bytes, &bare.task_ctx(), &DefaultPhysicalExtensionCodec {}).is_err());
+    assert!(
+        physical_plan_from_bytes_with_extension_codec(&bytes, &bare.task_ctx(), &DefaultPhysicalExtensionCodec {})
+            .is_err()
+    );
     let decoded = roundtrip_physical_plan(plan.clone(), &ctx.task_ctx()).unwrap();
     let before = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
     let after = datafusion::physical_plan::collect(decoded, ctx.task_ctx()).await.unwrap();

@@ -1,7 +1,7 @@
 //! File formats and typing: CSV dialects, gzip, directories, Parquet, exact decimals, and runs
 //! that fail mid-stream leaving nothing behind.
 
-use crate::harness::{csv_sources, Fixture, all_rows, job, keys, set};
+use crate::harness::{Fixture, all_rows, csv_sources, job, keys, set};
 use datafusion::arrow::array::{Date32Array, Decimal128Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use kalla_recipe::ErrorCode;
@@ -31,7 +31,8 @@ fn invoices_batch() -> RecordBatch {
     .unwrap()
 }
 
-const INVOICES_CSV: &str = "invoice_id,ref,amount,issued\nI1,A,10.00,2026-01-01\nI2,B,1234.56,2026-01-02\nI3,C,0.05,2026-01-03\n";
+const INVOICES_CSV: &str =
+    "invoice_id,ref,amount,issued\nI1,A,10.00,2026-01-01\nI2,B,1234.56,2026-01-02\nI3,C,0.05,2026-01-03\n";
 const PAYMENTS_CSV: &str = "payment_id,ref,amount\nP1,A,10.01\nP2,B,1234.58\nP3,C,0.04\n";
 
 fn sources(invoices_uri: &str) -> serde_json::Value {
@@ -147,7 +148,8 @@ async fn a_type_error_mid_stream_fails_the_run_and_leaves_no_output() {
     f.file("invoices.csv", &csv);
     f.file("payments.csv", "payment_id,ref\nP1,R1\n");
     let sources = csv_sources(&["invoice_id"], &["payment_id"]);
-    let request = job("SELECT i.invoice_id, i.qty, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources);
+    let request =
+        job("SELECT i.invoice_id, i.qty, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources);
     let output_path = request["output_path"].as_str().unwrap().to_string();
     let e = f.run_once(request, false, 2).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");
@@ -164,7 +166,8 @@ async fn a_decimal_that_would_lose_digits_fails_the_run() {
         {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"], "schema": {"amount": "decimal(12,2)"}},
         {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
     ]);
-    let request = job("SELECT i.invoice_id, i.amount, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources);
+    let request =
+        job("SELECT i.invoice_id, i.amount, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources);
     let output_path = request["output_path"].as_str().unwrap().to_string();
     let e = f.run_once(request, false, 2).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");

@@ -1,7 +1,7 @@
 //! Everything a caller can fix is refused at planning with its code and field, and nothing is
 //! written.
 
-use crate::harness::{csv_sources, Fixture, job};
+use crate::harness::{Fixture, csv_sources, job};
 use kalla_recipe::ErrorCode;
 use serde_json::{Value, json};
 
@@ -31,7 +31,8 @@ async fn refused(f: &Fixture, request: Value) -> (ErrorCode, Option<String>, Str
 #[tokio::test]
 async fn untraceable_key_names_the_columns_to_select() {
     let f = fixture();
-    let (code, field, message) = refused(&f, job("SELECT i.invoice_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources())).await;
+    let (code, field, message) =
+        refused(&f, job("SELECT i.invoice_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources())).await;
     assert_eq!(code, ErrorCode::UntraceableKey);
     assert_eq!(field.as_deref(), Some("sources[1].primary_key"));
     assert!(message.contains("payments.payment_id"), "{message}");
@@ -47,7 +48,8 @@ async fn untraceable_key_names_the_columns_to_select() {
 #[tokio::test]
 async fn duplicate_output_columns_are_named() {
     let f = fixture();
-    let (code, _, message) = refused(&f, job("SELECT * FROM invoices i JOIN payments p ON i.ref = p.ref", sources())).await;
+    let (code, _, message) =
+        refused(&f, job("SELECT * FROM invoices i JOIN payments p ON i.ref = p.ref", sources())).await;
     assert_eq!(code, ErrorCode::DuplicateOutputColumn);
     assert!(message.contains("ref (i.ref, p.ref)"), "{message}");
     assert!(message.contains("amount"), "{message}");
@@ -81,7 +83,9 @@ async fn syntax_errors_unknown_tables_and_columns_have_their_codes() {
     assert_eq!(code, ErrorCode::UnknownColumn);
     assert!(message.contains("nope"), "{message}");
     assert_eq!(
-        refused(&f, job("SELECT tolerance_match(i.ref, i.ref, 1) AS t, i.invoice_id FROM invoices i", sources())).await.0,
+        refused(&f, job("SELECT tolerance_match(i.ref, i.ref, 1) AS t, i.invoice_id FROM invoices i", sources()))
+            .await
+            .0,
         ErrorCode::InvalidSql
     );
 }
@@ -122,7 +126,10 @@ async fn filters_that_do_not_fit_their_column_are_refused() {
     let f = fixture();
     for (filter, want_field) in [
         (json!({"column": "amount", "op": "eq", "value": 10.005}), "sources[0].filters[0].value"),
-        (json!({"column": "issued", "op": "between", "value": ["2026-01-01", "soon"]}), "sources[0].filters[0].value[1]"),
+        (
+            json!({"column": "issued", "op": "between", "value": ["2026-01-01", "soon"]}),
+            "sources[0].filters[0].value[1]",
+        ),
         (json!({"column": "ref", "op": "gt", "value": 5}), "sources[0].filters[0].value"),
         (json!({"column": "amount", "op": "like", "value": "1%"}), "sources[0].filters[0]"),
         (json!({"column": "amount", "op": "between", "value": [1]}), "sources[0].filters[0].value"),

@@ -1,7 +1,7 @@
 //! Reconciliation scenarios on real files. Expected values are written out by construction of
 //! the data (each row's fate is chosen when it is written), never computed by the engine.
 
-use crate::harness::{csv_sources, Fixture, job, keys, row_count, set, tuples};
+use crate::harness::{Fixture, csv_sources, job, keys, row_count, set, tuples};
 use serde_json::json;
 
 const INVOICES: &str = "\
@@ -172,7 +172,8 @@ async fn many_to_many_groups_match_on_customer_totals() {
     assert_eq!(keys(&o.dir.join("unmatched_payments.parquet"), "payment_id"), set(&["P3"]));
 }
 
-const COMPOSITE_INVOICES: &str = "company,invoice_no,ref,amount\nC1,1,X,10.00\nC1,2,Y,20.00\nC2,1,Y,30.00\nC2,2,Z,40.00\n";
+const COMPOSITE_INVOICES: &str =
+    "company,invoice_no,ref,amount\nC1,1,X,10.00\nC1,2,Y,20.00\nC2,1,Y,30.00\nC2,2,Z,40.00\n";
 const COMPOSITE_PAYMENTS: &str = "bank,payment_no,ref,amount\nBK1,1,X,10.00\nBK2,1,Y,30.00\nBK1,2,Q,99.00\n";
 
 fn composite_sources() -> serde_json::Value {
@@ -196,7 +197,10 @@ async fn unmatched_rows_follow_composite_keys() {
         ))
         .await
         .unwrap();
-    assert_eq!(tuples(&o.dir.join("matched.parquet"), &["company", "invoice_no", "bank", "payment_no"]), set(&["C1/1/BK1/1", "C2/1/BK2/1"]));
+    assert_eq!(
+        tuples(&o.dir.join("matched.parquet"), &["company", "invoice_no", "bank", "payment_no"]),
+        set(&["C1/1/BK1/1", "C2/1/BK2/1"])
+    );
     assert_eq!(tuples(&o.dir.join("unmatched_invoices.parquet"), &["company", "invoice_no"]), set(&["C1/2", "C2/2"]));
     assert_eq!(tuples(&o.dir.join("unmatched_payments.parquet"), &["bank", "payment_no"]), set(&["BK1/2"]));
 }
@@ -214,8 +218,15 @@ async fn composite_keys_travel_as_struct_lists_and_as_parallel_lists() {
     for sql in [struct_sql, lists_sql] {
         let o = f.run(job(sql, composite_sources())).await.unwrap();
         assert_eq!(o.counts.matched, 2, "{sql}");
-        assert_eq!(tuples(&o.dir.join("unmatched_invoices.parquet"), &["company", "invoice_no"]), set(&["C1/1", "C2/1"]));
-        assert_eq!(tuples(&o.dir.join("unmatched_payments.parquet"), &["bank", "payment_no"]), set(&["BK3/9"]), "{sql}");
+        assert_eq!(
+            tuples(&o.dir.join("unmatched_invoices.parquet"), &["company", "invoice_no"]),
+            set(&["C1/1", "C2/1"])
+        );
+        assert_eq!(
+            tuples(&o.dir.join("unmatched_payments.parquet"), &["bank", "payment_no"]),
+            set(&["BK3/9"]),
+            "{sql}"
+        );
     }
 }
 
@@ -226,7 +237,10 @@ async fn keys_named_id_on_both_sides_are_told_apart_by_their_aliases() {
     f.file("payments.csv", "id,ref\n1,B\n2,C\n3,D\n");
     let sources = csv_sources(&["id"], &["id"]);
     let o = f
-        .run(job("SELECT i.id AS invoice_id, p.id AS payment_id FROM invoices i JOIN payments p ON i.ref = p.ref", sources))
+        .run(job(
+            "SELECT i.id AS invoice_id, p.id AS payment_id FROM invoices i JOIN payments p ON i.ref = p.ref",
+            sources,
+        ))
         .await
         .unwrap();
     assert_eq!(tuples(&o.dir.join("matched.parquet"), &["invoice_id", "payment_id"]), set(&["2/1", "3/2"]));
@@ -280,7 +294,10 @@ async fn union_of_branches_that_all_carry_the_key_is_traced() {
         ))
         .await
         .unwrap();
-    assert_eq!(tuples(&o.dir.join("matched.parquet"), &["invoice_id", "payment_id"]), set(&["I1/P1", "I2/P2", "I3/P3"]));
+    assert_eq!(
+        tuples(&o.dir.join("matched.parquet"), &["invoice_id", "payment_id"]),
+        set(&["I1/P1", "I2/P2", "I3/P3"])
+    );
     assert_eq!(o.counts.unmatched["payments"], Some(3));
 }
 
@@ -357,7 +374,10 @@ async fn null_source_keys_are_never_matched() {
 async fn every_count_equals_the_rows_of_its_output() {
     let f = fixture();
     let o = f
-        .run(job("SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.reference = p.reference_number", sources()))
+        .run(job(
+            "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.reference = p.reference_number",
+            sources(),
+        ))
         .await
         .unwrap();
     assert_eq!(o.counts.matched as usize, row_count(&o.dir.join("matched.parquet")));
