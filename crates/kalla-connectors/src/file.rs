@@ -422,6 +422,32 @@ pub async fn open_file_source(
     }
 }
 
+/// Finds the first line of a CSV file (gzip by extension) that is not UTF-8: `Ok(Some(line))`,
+/// 1-based. Used to name the file and line when a read fails on bad bytes, so the happy path
+/// pays nothing for it.
+pub fn first_invalid_utf8_line(path: &Path) -> std::io::Result<Option<u64>> {
+    use std::io::BufRead;
+    let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
+    let file = File::open(path)?;
+    let mut reader: Box<dyn BufRead> = if gz {
+        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    let mut line = Vec::with_capacity(4096);
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(None);
+        }
+        number += 1;
+        if std::str::from_utf8(&line).is_err() {
+            return Ok(Some(number));
+        }
+    }
+}
+
 /// A column reference that keeps the name exactly (no identifier normalisation).
 pub fn col_exact(name: &str) -> Expr {
     Expr::Column(datafusion::common::Column::new_unqualified(name))

@@ -22,7 +22,7 @@ use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, case, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, ParquetReadOptions};
-use kalla_connectors::file::col_exact;
+use kalla_connectors::file::{col_exact, first_invalid_utf8_line};
 use kalla_recipe::{Counts, ErrorCode, JobState, JobStatus, KallaError, Mode, OutputPaths, Stage};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -229,6 +229,34 @@ impl PlannedJob {
         })
     }
 
+    /// A CSV reader error about bad UTF-8 does not say which file it was reading; find it (only
+    /// on this failure path) and name the file and line.
+    fn explain_read_error(&self, e: KallaError) -> KallaError {
+        if e.code != ErrorCode::SourceReadFailed || !e.message.contains("UTF-8") {
+            return e;
+        }
+        let root = self.config.data_dir.canonicalize().unwrap_or_else(|_| self.config.data_dir.clone());
+        for source in &self.sources {
+            if source.format != Some(kalla_recipe::FileFormat::Csv) {
+                continue;
+            }
+            for f in &source.files {
+                if let Ok(Some(line)) = first_invalid_utf8_line(&f.path) {
+                    let name = f.path.strip_prefix(&root).unwrap_or(&f.path);
+                    return KallaError::new(
+                        ErrorCode::SourceReadFailed,
+                        format!(
+                            "source {}: {} line {line} is not valid UTF-8 (input files must be UTF-8)",
+                            source.alias,
+                            name.display()
+                        ),
+                    );
+                }
+            }
+        }
+        e
+    }
+
     /// The unmatched output and checks of one source (only a row count for a source without key).
     async fn source_outputs(
         &self,
@@ -272,7 +300,10 @@ impl PlannedJob {
         let t = Instant::now();
         let matched_path = tmp.path().join(MATCHED_FILE);
         let match_frame = DataFrame::new(self.ctx.state(), self.match_plan.clone());
-        let matched_rows = self.write(match_frame, &matched_path).await.map_err(|e| execution_error("matching", e))?;
+        let matched_rows = match self.write(match_frame, &matched_path).await {
+            Ok(rows) => rows,
+            Err(e) => return Err(self.explain_read_error(execution_error("matching", e))),
+        };
         timings.insert("matching_ms".into(), t.elapsed().as_millis() as u64);
 
         observer.stage(Stage::WritingResults);

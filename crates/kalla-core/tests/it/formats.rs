@@ -176,6 +176,29 @@ async fn a_decimal_that_would_lose_digits_fails_the_run() {
 }
 
 #[tokio::test]
+async fn invalid_utf8_past_the_inference_sample_names_file_and_line() {
+    let f = Fixture::new();
+    let mut bytes = b"invoice_id,ref\n".to_vec();
+    for i in 0..3000 {
+        bytes.extend_from_slice(format!("I{i},R{i}").as_bytes());
+        if i == 2000 {
+            bytes.extend_from_slice(&[0xc3, 0x28]); // an invalid two-byte sequence
+        }
+        bytes.push(b'\n');
+    }
+    std::fs::write(f.data.path().join("invoices.csv"), bytes).unwrap();
+    f.file("payments.csv", "payment_id,ref\nP1,R1\n");
+    let request = job(
+        "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref",
+        csv_sources(&["invoice_id"], &["payment_id"]),
+    );
+    let e = f.run_once(request, false, 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SourceReadFailed);
+    // Line 1 is the header, so record I2000 is on line 2002.
+    assert_eq!(e.message, "source invoices: invoices.csv line 2002 is not valid UTF-8 (input files must be UTF-8)");
+}
+
+#[tokio::test]
 async fn invalid_utf8_fails_the_run_naming_the_line() {
     let f = Fixture::new();
     let mut bytes = b"invoice_id,ref\nI1,A\nI2,".to_vec();
