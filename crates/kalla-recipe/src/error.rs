@@ -25,6 +25,8 @@ pub enum ErrorCode {
     QueueFull,
     /// The `run_id` is already used by a different request.
     RunIdConflict,
+    /// No such job or endpoint.
+    NotFound,
     /// `match_sql` does not parse or does not plan.
     InvalidSql,
     /// `match_sql` is not exactly one SELECT/WITH query.
@@ -79,6 +81,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::RunIdConflict => "run_id_conflict",
+            ErrorCode::NotFound => "not_found",
             ErrorCode::InvalidSql => "invalid_sql",
             ErrorCode::ForbiddenStatement => "forbidden_statement",
             ErrorCode::UnknownTable => "unknown_table",

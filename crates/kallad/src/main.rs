@@ -1,11 +1,14 @@
 //! `kallad`: the Kalla compute daemon.
 //!
-//! Today it has one subcommand, `kallad run JOB.json`, which runs one reconciliation job
-//! in-process and prints its status document. The HTTP scheduler and the cluster executor are
-//! not built yet (see the README).
+//! `kallad run JOB.json` runs one job in-process and prints its status document;
+//! `kallad scheduler` serves the HTTP job API in local mode. The cluster executor is not built
+//! yet (see the README).
 
+mod api;
+mod jobs;
 mod logging;
 mod run_cmd;
+mod scheduler;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run one job in-process and print its status document (no server).
     Run(run_cmd::RunArgs),
+    /// Serve the HTTP job API (local mode).
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +44,6 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => runtime.block_on(run_cmd::run(args)),
+        Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
     }
 }

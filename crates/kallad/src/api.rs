@@ -1,0 +1,175 @@
+//! The HTTP API of `kallad scheduler` (SPEC 3): thin axum handlers over the [`JobManager`].
+//!
+//! Every error is `{"error": {"code", "message", "field"?}}` with a code of the published enum;
+//! axum's own rejections (bad JSON, body too large) are turned into that shape too.
+
+use crate::jobs::{JobManager, Submitted};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kalla_recipe::{ErrorBody, ErrorCode, JobState, KallaError};
+use serde::Deserialize;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Largest accepted request body.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) jobs: Arc<JobManager>,
+    pub(crate) api_token: Option<Arc<str>>,
+}
+
+/// An API error as an HTTP response.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub(crate) KallaError);
+
+impl From<KallaError> for ApiError {
+    fn from(e: KallaError) -> Self {
+        ApiError(e)
+    }
+}
+
+/// The HTTP status of an error code.
+pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadJson => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RunIdConflict => StatusCode::CONFLICT,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::QueueFull | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = http_status(self.0.code);
+        let retry = matches!(self.0.code, ErrorCode::QueueFull | ErrorCode::ShuttingDown);
+        let mut response = (status, Json(ErrorBody { error: self.0 })).into_response();
+        if retry {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+fn not_found(run_id: &str) -> ApiError {
+    ApiError(KallaError::new(ErrorCode::NotFound, format!("no job with run_id {run_id}")))
+}
+
+/// Builds the router.
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/jobs", post(submit).get(list))
+        .route("/api/jobs/validate", post(validate))
+        .route("/api/jobs/{run_id}", get(status))
+        .route("/api/jobs/{run_id}/cancel", post(cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(|| async { "OK" }))
+        .route("/ready", get(ready))
+        .merge(api)
+        .fallback(|| async { ApiError(KallaError::new(ErrorCode::NotFound, "no such endpoint")) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.api_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            return ApiError(KallaError::new(ErrorCode::Unauthorized, "missing or wrong bearer token")).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The body, or the API's error when it is over the limit or unreadable.
+fn checked_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(KallaError::new(ErrorCode::PayloadTooLarge, format!("the body is over {MAX_BODY_BYTES} bytes")))
+        } else {
+            ApiError(KallaError::new(ErrorCode::BadJson, format!("cannot read the body: {}", e.body_text())))
+        }
+    })
+}
+
+async fn submit(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = checked_body(body)?;
+    match state.jobs.submit(&body).await? {
+        Submitted::Queued(s) => {
+            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"run_id": s.run_id, "status": "queued"})))
+                .into_response())
+        }
+        Submitted::Existing(s) => Ok((StatusCode::OK, Json(s)).into_response()),
+    }
+}
+
+async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let body = checked_body(body)?;
+    Ok(Json(state.jobs.validate(&body).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    status: Option<JobState>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(KallaError::new(ErrorCode::InvalidField, e.body_text())))?;
+    let limit = q.limit.unwrap_or(100).min(1000);
+    Ok(Json(serde_json::json!({"jobs": state.jobs.list(limit, q.status)})).into_response())
+}
+
+fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError(KallaError::at(ErrorCode::InvalidField, "run_id", "run_id must be a UUID")))
+}
+
+async fn status(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_run_id(&run_id)?;
+    match state.jobs.status(id) {
+        Some(s) => Ok(Json(s).into_response()),
+        None => Err(not_found(&run_id)),
+    }
+}
+
+async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_run_id(&run_id)?;
+    if state.jobs.cancel(id) {
+        Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"run_id": run_id, "cancel_requested": true})))
+            .into_response())
+    } else {
+        Err(not_found(&run_id))
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let (queued, running, draining) = state.jobs.load();
+    let body = serde_json::json!({"mode": "local", "executors": 0, "queued": queued, "running": running});
+    if draining { (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response() } else { Json(body).into_response() }
+}

@@ -1,0 +1,361 @@
+//! The job manager: admission, the bounded queue, concurrency, cancellation and timeouts.
+//!
+//! Submission plans the job fully (bounded by [`VALIDATION_BUDGET`]) before answering, so every
+//! error a caller can fix is a 422. An admitted job waits for one of `max_concurrent_jobs`
+//! permits, then runs; cancel and timeout drop the running future, which stops DataFusion's
+//! streams and removes the job's temporary output directory.
+
+use kalla_core::session::new_session;
+use kalla_core::{EngineConfig, PlanDescription, PlannedJob, RunObserver, plan_job};
+use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// How long submission may spend validating a job.
+pub(crate) const VALIDATION_BUDGET: Duration = Duration::from_secs(10);
+
+/// Settings of the job manager.
+#[derive(Debug, Clone)]
+pub(crate) struct ManagerConfig {
+    pub(crate) data_dir: std::path::PathBuf,
+    pub(crate) output_dir: std::path::PathBuf,
+    pub(crate) partitions: usize,
+    pub(crate) max_concurrent_jobs: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) job_timeout: Duration,
+    pub(crate) memory_pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
+}
+
+/// What a submission answered.
+#[derive(Debug)]
+pub(crate) enum Submitted {
+    /// A new job, queued.
+    Queued(JobStatus),
+    /// The same request again: the job's current status.
+    Existing(JobStatus),
+}
+
+struct Job {
+    /// The request as parsed, for idempotency (canonical JSON: object keys sorted).
+    request: Value,
+    status: JobStatus,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<Uuid, Job>,
+    /// Run ids, oldest first.
+    order: VecDeque<Uuid>,
+    queued: usize,
+    running: usize,
+    draining: bool,
+}
+
+/// Owns every job of this daemon.
+pub(crate) struct JobManager {
+    config: ManagerConfig,
+    state: Mutex<State>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for JobManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobManager").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Canonical JSON: the same document whatever the key order or whitespace of the body.
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+struct StageObserver {
+    manager: Arc<JobManager>,
+    run_id: Uuid,
+}
+
+impl RunObserver for StageObserver {
+    fn stage(&self, stage: Stage) {
+        self.manager.update(self.run_id, |s| s.stage = stage);
+    }
+}
+
+impl JobManager {
+    pub(crate) fn new(config: ManagerConfig) -> Arc<JobManager> {
+        let permits = Arc::new(Semaphore::new(config.max_concurrent_jobs.max(1)));
+        Arc::new(JobManager { config, state: Mutex::new(State::default()), permits })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that matters
+        // more than losing the daemon, so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, run_id: Uuid, f: impl FnOnce(&mut JobStatus)) {
+        if let Some(job) = self.lock().jobs.get_mut(&run_id) {
+            f(&mut job.status);
+        }
+    }
+
+    fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            data_dir: self.config.data_dir.clone(),
+            output_dir: self.config.output_dir.clone(),
+            roundtrip_plans: false,
+        }
+    }
+
+    /// Parses, validates and plans a request within the validation budget.
+    async fn plan(&self, body: &[u8]) -> Result<(Value, PlannedJob), KallaError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| KallaError::new(ErrorCode::BadJson, format!("the body is not valid JSON: {e}")))?;
+        let job = JobRequest::from_value(value.clone())?.validate()?;
+        let ctx = new_session(self.config.partitions, self.config.memory_pool.clone())
+            .map_err(|e| KallaError::new(ErrorCode::Internal, e.to_string()))?;
+        let planned = tokio::time::timeout(VALIDATION_BUDGET, plan_job(ctx, job, self.engine_config()))
+            .await
+            .map_err(|_| {
+                KallaError::new(
+                    ErrorCode::SourceUnreachable,
+                    format!("validating the job took longer than {}s", VALIDATION_BUDGET.as_secs()),
+                )
+            })??;
+        Ok((canonical(&value), planned))
+    }
+
+    /// `POST /api/jobs/validate`: what the job would produce, or the refusal a submit would get.
+    pub(crate) async fn validate(&self, body: &[u8]) -> Result<PlanDescription, KallaError> {
+        Ok(self.plan(body).await?.1.describe())
+    }
+
+    /// `POST /api/jobs`.
+    pub(crate) async fn submit(self: &Arc<Self>, body: &[u8]) -> Result<Submitted, KallaError> {
+        // Idempotency first: a resubmission must not be refused because its output now exists.
+        if let Ok(value) = serde_json::from_slice::<Value>(body)
+            && let Some(Ok(run_id)) = value.get("run_id").and_then(Value::as_str).map(Uuid::parse_str)
+            && let Some(answer) = self.existing(run_id, &canonical(&value))?
+        {
+            return Ok(answer);
+        }
+        let (request, planned) = self.plan(body).await?;
+        let run_id = planned.job.run_id;
+        let status = JobStatus {
+            run_id: run_id.to_string(),
+            status: JobState::Queued,
+            stage: Stage::Queued,
+            progress: 0.0,
+            mode: Mode::Local,
+            counts: None,
+            output_paths: None,
+            callback: None,
+            error: None,
+            submitted_at: now(),
+            started_at: None,
+            finished_at: None,
+        };
+        let cancel = CancellationToken::new();
+        {
+            let mut state = self.lock();
+            if state.draining {
+                return Err(KallaError::new(ErrorCode::ShuttingDown, "kallad is shutting down; submit again later"));
+            }
+            // A concurrent identical submission may have won the race while this one planned.
+            if let Some(existing) = state.jobs.get(&run_id) {
+                return if existing.request == request {
+                    Ok(Submitted::Existing(existing.status.clone()))
+                } else {
+                    Err(conflict(run_id))
+                };
+            }
+            if state.queued >= self.config.queue_capacity {
+                return Err(KallaError::new(
+                    ErrorCode::QueueFull,
+                    format!("the queue holds {} jobs, its capacity; retry later", state.queued),
+                ));
+            }
+            state.queued += 1;
+            state.order.push_back(run_id);
+            state.jobs.insert(run_id, Job { request, status: status.clone(), cancel: cancel.clone() });
+        }
+        tracing::info!(%run_id, "job queued");
+        let manager = Arc::clone(self);
+        let span = tracing::info_span!("job", %run_id);
+        tokio::spawn(async move { manager.drive(run_id, planned, cancel).await }.instrument(span));
+        Ok(Submitted::Queued(status))
+    }
+
+    fn existing(&self, run_id: Uuid, request: &Value) -> Result<Option<Submitted>, KallaError> {
+        let state = self.lock();
+        match state.jobs.get(&run_id) {
+            Some(job) if &job.request == request => Ok(Some(Submitted::Existing(job.status.clone()))),
+            Some(_) => Err(conflict(run_id)),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits for a permit, runs the job under its cancel token and timeout, records the end.
+    async fn drive(self: Arc<Self>, run_id: Uuid, planned: PlannedJob, cancel: CancellationToken) {
+        let permit = tokio::select! {
+            p = Arc::clone(&self.permits).acquire_owned() => p,
+            _ = cancel.cancelled() => {
+                self.finish(run_id, Err(KallaError::new(ErrorCode::Cancelled, "cancelled while queued")), true);
+                return;
+            }
+        };
+        let Ok(_permit) = permit else {
+            self.finish(run_id, Err(KallaError::new(ErrorCode::Internal, "the job slots are closed")), true);
+            return;
+        };
+        {
+            let mut state = self.lock();
+            state.queued = state.queued.saturating_sub(1);
+            state.running += 1;
+            if let Some(job) = state.jobs.get_mut(&run_id) {
+                job.status.status = JobState::Running;
+                job.status.stage = Stage::Reading;
+                job.status.started_at = Some(now());
+            }
+        }
+        tracing::info!("job started");
+        let observer = StageObserver { manager: Arc::clone(&self), run_id };
+        let timeout = self.config.job_timeout;
+        let result = tokio::select! {
+            r = planned.run(&observer) => r.map(Some),
+            _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
+            _ = tokio::time::sleep(timeout) => Err(KallaError::new(
+                ErrorCode::Timeout,
+                format!("the job ran longer than its timeout of {}", humantime::format_duration(timeout)),
+            )),
+        };
+        self.finish(run_id, result, false);
+    }
+
+    fn finish(&self, run_id: Uuid, result: Result<Option<kalla_core::RunOutcome>, KallaError>, was_queued: bool) {
+        let mut state = self.lock();
+        if was_queued {
+            state.queued = state.queued.saturating_sub(1);
+        } else {
+            state.running = state.running.saturating_sub(1);
+        }
+        let state_draining = state.draining;
+        let Some(job) = state.jobs.get_mut(&run_id) else { return };
+        let s = &mut job.status;
+        s.finished_at = Some(now());
+        match result {
+            Ok(Some(outcome)) => {
+                tracing::info!(%run_id, matched = outcome.counts.matched, "job succeeded");
+                s.status = JobState::Succeeded;
+                s.stage = Stage::Done;
+                s.progress = 1.0;
+                s.counts = Some(outcome.counts);
+                s.output_paths = Some(outcome.output_paths);
+            }
+            Ok(None) => {}
+            Err(mut e) => {
+                if e.code == ErrorCode::Cancelled && state_draining {
+                    e = KallaError::new(ErrorCode::ShuttingDown, "kallad shut down before the job finished");
+                }
+                tracing::warn!(%run_id, code = %e.code, error = %e.message, "job ended without result");
+                s.status = if e.code == ErrorCode::Cancelled { JobState::Cancelled } else { JobState::Failed };
+                s.error = Some(e);
+            }
+        }
+    }
+
+    /// `GET /api/jobs/{run_id}`.
+    pub(crate) fn status(&self, run_id: Uuid) -> Option<JobStatus> {
+        self.lock().jobs.get(&run_id).map(|j| j.status.clone())
+    }
+
+    /// `GET /api/jobs`: newest first.
+    pub(crate) fn list(&self, limit: usize, status: Option<JobState>) -> Vec<JobStatus> {
+        let state = self.lock();
+        state
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| state.jobs.get(id))
+            .filter(|j| status.is_none_or(|s| j.status.status == s))
+            .take(limit)
+            .map(|j| j.status.clone())
+            .collect()
+    }
+
+    /// `POST /api/jobs/{run_id}/cancel`: idempotent; false when the job is unknown.
+    pub(crate) fn cancel(&self, run_id: Uuid) -> bool {
+        match self.lock().jobs.get(&run_id) {
+            Some(job) => {
+                job.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// SIGTERM: refuse new jobs, fail queued ones with `shutting_down`, give running ones
+    /// `grace` to finish, then cancel them (also `shutting_down`). Returns when none runs.
+    pub(crate) async fn drain(&self, grace: Duration) {
+        let tokens: Vec<(CancellationToken, bool)> = {
+            let mut state = self.lock();
+            state.draining = true;
+            state
+                .jobs
+                .values()
+                .filter(|j| !j.status.status.is_final())
+                .map(|j| (j.cancel.clone(), j.status.status == JobState::Queued))
+                .collect()
+        };
+        for (token, queued) in &tokens {
+            if *queued {
+                token.cancel();
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let (queued, running, _) = self.load();
+            if queued == 0 && running == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for (token, _) in &tokens {
+                    token.cancel();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Counts for `/ready`.
+    pub(crate) fn load(&self) -> (usize, usize, bool) {
+        let s = self.lock();
+        (s.queued, s.running, s.draining)
+    }
+}
+
+fn conflict(run_id: Uuid) -> KallaError {
+    KallaError::at(
+        ErrorCode::RunIdConflict,
+        "run_id",
+        format!("run_id {run_id} is already used by a different request"),
+    )
+}

@@ -1,0 +1,113 @@
+//! `kallad scheduler`: the HTTP job service in local mode.
+//!
+//! Not built yet (said in the README): the embedded Ballista scheduler and `--grpc-port`,
+//! callbacks, the journal, metrics and OpenAPI. Flags for them are absent rather than ignored.
+
+use crate::api::{AppState, router};
+use crate::jobs::{JobManager, ManagerConfig};
+use clap::Args;
+use kalla_core::session::memory_pool;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `kallad scheduler`.
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    /// HTTP API port (0 picks a free port; the chosen address is logged).
+    #[arg(long, env = "KALLA_HTTP_PORT", default_value_t = 9090)]
+    http_port: u16,
+    /// Address to bind; set 0.0.0.0 deliberately, with --api-token.
+    #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
+    bind_host: String,
+    /// Root of relative file source paths; files outside it are refused.
+    #[arg(long, env = "KALLA_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Root of relative output paths.
+    #[arg(long, env = "KALLA_OUTPUT_DIR", default_value = "./runs")]
+    output_dir: PathBuf,
+    /// Partitions per job; default: the number of cores.
+    #[arg(long, env = "BALLISTA_PARTITIONS")]
+    partitions: Option<usize>,
+    /// Jobs running at once.
+    #[arg(long, env = "KALLA_MAX_CONCURRENT_JOBS", default_value_t = 2)]
+    max_concurrent_jobs: usize,
+    /// Jobs waiting at most; more is 503 queue_full.
+    #[arg(long, env = "KALLA_QUEUE_CAPACITY", default_value_t = 64)]
+    queue_capacity: usize,
+    /// One memory pool for the process, e.g. 4GiB.
+    #[arg(long, env = "KALLA_MEMORY_LIMIT")]
+    memory_limit: Option<bytesize::ByteSize>,
+    /// A job running longer is cancelled with code `timeout`.
+    #[arg(long, env = "KALLA_JOB_TIMEOUT", default_value = "6h", value_parser = humantime::parse_duration)]
+    job_timeout: Duration,
+    /// When set, every /api/* request needs `Authorization: Bearer <token>`.
+    #[arg(long, env = "KALLA_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// On SIGTERM, how long running jobs may take to finish before they are cancelled.
+    #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
+    let partitions =
+        args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let manager = JobManager::new(ManagerConfig {
+        data_dir: args.data_dir,
+        output_dir: args.output_dir,
+        partitions,
+        max_concurrent_jobs: args.max_concurrent_jobs,
+        queue_capacity: args.queue_capacity,
+        job_timeout: args.job_timeout,
+        memory_pool: args.memory_limit.map(|b| memory_pool(b.as_u64() as usize)),
+    });
+    let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from) };
+    let addr = format!("{}:{}", args.bind_host, args.http_port);
+    let listener = match tokio::net::TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot bind the HTTP port");
+            return ExitCode::from(2);
+        }
+    };
+    match listener.local_addr() {
+        Ok(a) => tracing::info!(addr = %a, "kallad scheduler listening (local mode)"),
+        Err(e) => tracing::warn!(error = %e, "listening, but the bound address is unknown"),
+    }
+    let drained = Arc::clone(&manager);
+    let grace = args.shutdown_grace;
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new jobs, draining");
+        drained.drain(grace).await;
+    });
+    match server.await {
+        Ok(()) => {
+            tracing::info!("kallad scheduler stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP server failed");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! `kallad scheduler` on an ephemeral port, driven over real HTTP.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A running `kallad scheduler`; killed on drop.
+struct Daemon {
+    child: Child,
+    base: String,
+    out: tempfile::TempDir,
+    data: PathBuf,
+    client: reqwest::blocking::Client,
+    token: Option<String>,
+}
+
+impl Daemon {
+    fn start(data: &Path, extra: &[&str]) -> Daemon {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
+            .args(["scheduler", "--http-port", "0", "--data-dir"])
+            .arg(data)
+            .arg("--output-dir")
+            .arg(out.path())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("KALLA_LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && let Some(addr) = v["fields"]["addr"].as_str()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the daemon did not report its address");
+        let token = extra.iter().position(|a| *a == "--api-token").map(|i| extra[i + 1].to_string());
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            out,
+            data: data.to_path_buf(),
+            client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            token,
+        }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "POST" => self.client.post(url),
+            _ => self.client.get(url),
+        };
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send("POST", path, Some(serde_json::to_vec(body).unwrap()))
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.send("GET", path, None)
+    }
+
+    /// Polls the job until it reaches a final state (or panics after `limit`).
+    fn wait_final(&self, run_id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (code, s) = self.get(&format!("/api/jobs/{run_id}"));
+            assert_eq!(code, 200, "{s}");
+            if ["succeeded", "failed", "cancelled"].contains(&s["status"].as_str().unwrap_or("")) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "job {run_id} not final after {limit:?}: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_status(&self, run_id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get(&format!("/api/jobs/{run_id}")).1["status"] != want {
+            assert!(Instant::now() < deadline, "job {run_id} never became {want}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn example_job() -> Value {
+    serde_json::from_slice(&std::fs::read(repo_root().join("examples/invoices-payments.json")).unwrap()).unwrap()
+}
+
+fn examples() -> PathBuf {
+    repo_root().join("examples/data")
+}
+
+#[test]
+fn the_example_job_runs_over_http_and_resubmission_is_idempotent() {
+    let d = Daemon::start(&examples(), &[]);
+    assert_eq!(d.get("/health").0, 200);
+    let job = example_job();
+    let (code, body) = d.post("/api/jobs", &job);
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body, json!({"run_id": job["run_id"], "status": "queued"}));
+    let s = d.wait_final(job["run_id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["counts"]["matched"], 8);
+    assert_eq!(s["counts"]["unmatched"], json!({"invoices": 4, "payments": 4}));
+    assert_eq!(s["progress"], 1.0);
+    assert!(d.out.path().join("demo/5c1f6a3e-2b1d-4c1e-9d53-0d6f6c2b8a10/summary.json").is_file());
+    // The same request (keys in another order) answers the job's status.
+    let mut reordered = serde_json::Map::new();
+    for (k, v) in job.as_object().unwrap().iter().rev() {
+        reordered.insert(k.clone(), v.clone());
+    }
+    let (code, again) = d.post("/api/jobs", &Value::Object(reordered));
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["status"], "succeeded");
+    // Another request under the same run_id is a conflict.
+    let mut other = job.clone();
+    other["output_path"] = json!("demo/elsewhere");
+    let (code, e) = d.post("/api/jobs", &other);
+    assert_eq!((code, e["error"]["code"].as_str()), (409, Some("run_id_conflict")));
+    let (code, list) = d.get("/api/jobs?limit=5");
+    assert_eq!(code, 200);
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_input_gets_its_status_and_code_and_the_daemon_stays_healthy() {
+    let d = Daemon::start(&examples(), &[]);
+    let mut job = example_job();
+    job["run_id"] = json!("4f1d3c55-6b4e-4c8a-9d0e-1a2b3c4d5e6f");
+    job["output_path"] = json!("bad/one");
+    let cases: Vec<(Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (b"{not json".to_vec(), 400, "bad_json", None),
+        (serde_json::to_vec(&json!({"run_id": "x"})).unwrap(), 422, "invalid_field", None),
+        (
+            serde_json::to_vec(&{
+                let mut j = job.clone();
+                j["run_id"] = json!("run-1");
+                j
+            })
+            .unwrap(),
+            422,
+            "invalid_field",
+            Some("run_id"),
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut j = job.clone();
+                j["extra"] = json!(1);
+                j
+            })
+            .unwrap(),
+            422,
+            "invalid_field",
+            Some("extra"),
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut j = job.clone();
+                j["sources"] = json!("x");
+                j
+            })
+            .unwrap(),
+            422,
+            "invalid_field",
+            Some("sources"),
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut j = job.clone();
+                j["match_sql"] = json!("DELETE FROM invoices");
+                j
+            })
+            .unwrap(),
+            422,
+            "forbidden_statement",
+            Some("match_sql"),
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut j = job.clone();
+                j["sources"][0]["uri"] = json!("../../etc/passwd");
+                j
+            })
+            .unwrap(),
+            422,
+            "source_outside_root",
+            Some("sources[0].uri"),
+        ),
+        (
+            serde_json::to_vec(&{
+                let mut j = job.clone();
+                j["output_path"] = json!("../x");
+                j
+            })
+            .unwrap(),
+            422,
+            "output_outside_root",
+            Some("output_path"),
+        ),
+        (vec![b' '; 1024 * 1024 + 10], 413, "payload_too_large", None),
+    ];
+    for (body, status, code, field) in cases {
+        let (got, e) = d.send("POST", "/api/jobs", Some(body));
+        assert_eq!(got, status, "{e}");
+        assert_eq!(e["error"]["code"], code, "{e}");
+        if let Some(f) = field {
+            assert_eq!(e["error"]["field"], f, "{e}");
+        }
+    }
+    // A refused run_id is not used up: the corrected request is accepted.
+    let (code, _) = d.post("/api/jobs", &job);
+    assert_eq!(code, 202);
+    assert_eq!(d.wait_final("4f1d3c55-6b4e-4c8a-9d0e-1a2b3c4d5e6f", Duration::from_secs(60))["status"], "succeeded");
+    assert!(!d.out.path().join("x").exists() && !d.out.path().join("../x").exists());
+    assert_eq!(d.get("/health").0, 200);
+    assert_eq!(d.get("/api/jobs/00000000-0000-4000-8000-00000000dead").0, 404);
+}
+
+#[test]
+fn the_api_token_is_required_when_set() {
+    let mut d = Daemon::start(&examples(), &["--api-token", "s3cret-token"]);
+    assert_eq!(d.get("/api/jobs").0, 200);
+    d.token = Some("wrong".into());
+    let (code, e) = d.get("/api/jobs");
+    assert_eq!((code, e["error"]["code"].as_str()), (401, Some("unauthorized")));
+    d.token = None;
+    assert_eq!(d.post("/api/jobs", &example_job()).0, 401);
+    assert_eq!(d.get("/health").0, 200);
+}
+
+/// A job that runs for a long time: a join whose output grows quadratically.
+fn long_job(data: &Path, name: &str) -> Value {
+    let mut csv = String::from("id,g\n");
+    for i in 0..20_000 {
+        csv.push_str(&format!("{i},{}\n", i % 4));
+    }
+    std::fs::write(data.join("a.csv"), &csv).unwrap();
+    std::fs::write(data.join("b.csv"), &csv).unwrap();
+    let id = uuid_for(name);
+    json!({
+        "run_id": id,
+        "match_sql": "SELECT a.id AS aid, b.id AS bid FROM a JOIN b ON a.g = b.g",
+        "sources": [{"alias": "a", "uri": "a.csv", "primary_key": ["id"]}, {"alias": "b", "uri": "b.csv", "primary_key": ["id"]}],
+        "output_path": format!("long/{name}")
+    })
+}
+
+fn uuid_for(name: &str) -> String {
+    let n: u64 = name.bytes().fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+    format!("00000000-0000-4000-8000-{:012x}", n & 0xffff_ffff_ffff)
+}
+
+#[test]
+fn cancelling_running_and_queued_jobs_stops_them_and_writes_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &["--max-concurrent-jobs", "1"]);
+    let a = long_job(data.path(), "a");
+    let b = long_job(data.path(), "b");
+    assert_eq!(d.post("/api/jobs", &a).0, 202);
+    assert_eq!(d.post("/api/jobs", &b).0, 202);
+    let (a_id, b_id) = (a["run_id"].as_str().unwrap(), b["run_id"].as_str().unwrap());
+    d.wait_status(a_id, "running");
+    assert_eq!(d.get(&format!("/api/jobs/{b_id}")).1["status"], "queued");
+    assert_eq!(d.post(&format!("/api/jobs/{b_id}/cancel"), &json!({})).0, 202);
+    assert_eq!(d.wait_final(b_id, Duration::from_secs(5))["error"]["code"], "cancelled");
+    let asked = Instant::now();
+    assert_eq!(d.post(&format!("/api/jobs/{a_id}/cancel"), &json!({})).0, 202);
+    let s = d.wait_final(a_id, Duration::from_secs(5));
+    assert!(asked.elapsed() < Duration::from_secs(1), "cancel took {:?}", asked.elapsed());
+    assert_eq!(s["status"], "cancelled");
+    // Cancelling again is fine.
+    assert_eq!(d.post(&format!("/api/jobs/{a_id}/cancel"), &json!({})).0, 202);
+    let long = d.out.path().join("long");
+    let left: Vec<_> = std::fs::read_dir(&long).map(|r| r.collect()).unwrap_or_default();
+    assert!(left.is_empty(), "cancelled jobs left {left:?}");
+}
+
+#[test]
+fn a_job_past_its_timeout_fails_with_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &["--job-timeout", "300ms"]);
+    let job = long_job(data.path(), "t");
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let s = d.wait_final(job["run_id"].as_str().unwrap(), Duration::from_secs(10));
+    assert_eq!((s["status"].as_str(), s["error"]["code"].as_str()), (Some("failed"), Some("timeout")), "{s}");
+    assert!(!d.out.path().join("long/t").exists());
+}
+
+#[test]
+fn sigterm_drains_fails_queued_jobs_and_exits_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(data.path(), &["--max-concurrent-jobs", "1", "--shutdown-grace", "200ms"]);
+    let a = long_job(data.path(), "sa");
+    let b = long_job(data.path(), "sb");
+    assert_eq!(d.post("/api/jobs", &a).0, 202);
+    assert_eq!(d.post("/api/jobs", &b).0, 202);
+    d.wait_status(a["run_id"].as_str().unwrap(), "running");
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!d.out.path().join("long/sa").exists() && !d.out.path().join("long/sb").exists());
+    let _ = &d.data;
+}
