@@ -3,8 +3,9 @@
 //! Exit status: 0 when the job succeeded, 1 when it was refused or failed (the status document
 //! then carries the error), 2 when kallad itself could not start.
 
+use crate::engine_args::EngineArgs;
 use clap::Args;
-use kalla_core::session::{memory_pool, new_session};
+use kalla_core::session::new_session;
 use kalla_core::{EngineConfig, NoObserver, plan_job};
 use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
 use std::path::PathBuf;
@@ -15,18 +16,8 @@ use std::process::ExitCode;
 pub(crate) struct RunArgs {
     /// The job request (SPEC 3.1) as a JSON file.
     job: PathBuf,
-    /// Root of relative file source paths; files outside it are refused.
-    #[arg(long, env = "KALLA_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// Root of relative output paths.
-    #[arg(long, env = "KALLA_OUTPUT_DIR", default_value = "./runs")]
-    output_dir: PathBuf,
-    /// Partitions (parallelism) of the job; default: the number of cores.
-    #[arg(long, env = "BALLISTA_PARTITIONS")]
-    partitions: Option<usize>,
-    /// One memory pool for the job, e.g. `4GiB`; operators spill where they can.
-    #[arg(long, env = "KALLA_MEMORY_LIMIT")]
-    memory_limit: Option<bytesize::ByteSize>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn now() -> String {
@@ -79,16 +70,14 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         Ok(j) => j,
         Err(e) => return print(&failed(run_id, submitted_at, e)),
     };
-    let partitions =
-        args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let pool = args.memory_limit.map(|b| memory_pool(b.as_u64() as usize));
-    let ctx = match new_session(partitions, pool) {
+    let ctx = match new_session(args.engine.partitions(), args.engine.memory_pool()) {
         Ok(c) => c,
         Err(e) => {
             return print(&failed(run_id, submitted_at, KallaError::new(ErrorCode::Internal, e.to_string())));
         }
     };
-    let config = EngineConfig { data_dir: args.data_dir, output_dir: args.output_dir, roundtrip_plans: false };
+    let config =
+        EngineConfig { data_dir: args.engine.data_dir, output_dir: args.engine.output_dir, roundtrip_plans: false };
     let span = tracing::info_span!("job", run_id = %job.run_id);
     let _enter = span.enter();
     let started_at = now();

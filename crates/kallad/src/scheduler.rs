@@ -4,10 +4,9 @@
 //! callbacks, the journal, metrics and OpenAPI. Flags for them are absent rather than ignored.
 
 use crate::api::{AppState, router};
+use crate::engine_args::EngineArgs;
 use crate::jobs::{JobManager, ManagerConfig};
 use clap::Args;
-use kalla_core::session::memory_pool;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,24 +20,14 @@ pub(crate) struct SchedulerArgs {
     /// Address to bind; set 0.0.0.0 deliberately, with --api-token.
     #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
-    /// Root of relative file source paths; files outside it are refused.
-    #[arg(long, env = "KALLA_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// Root of relative output paths.
-    #[arg(long, env = "KALLA_OUTPUT_DIR", default_value = "./runs")]
-    output_dir: PathBuf,
-    /// Partitions per job; default: the number of cores.
-    #[arg(long, env = "BALLISTA_PARTITIONS")]
-    partitions: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Jobs running at once.
     #[arg(long, env = "KALLA_MAX_CONCURRENT_JOBS", default_value_t = 2)]
     max_concurrent_jobs: usize,
     /// Jobs waiting at most; more is 503 queue_full.
     #[arg(long, env = "KALLA_QUEUE_CAPACITY", default_value_t = 64)]
     queue_capacity: usize,
-    /// One memory pool for the process, e.g. 4GiB.
-    #[arg(long, env = "KALLA_MEMORY_LIMIT")]
-    memory_limit: Option<bytesize::ByteSize>,
     /// A job running longer is cancelled with code `timeout`.
     #[arg(long, env = "KALLA_JOB_TIMEOUT", default_value = "6h", value_parser = humantime::parse_duration)]
     job_timeout: Duration,
@@ -69,16 +58,14 @@ async fn shutdown_signal() {
 }
 
 pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
-    let partitions =
-        args.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let manager = JobManager::new(ManagerConfig {
-        data_dir: args.data_dir,
-        output_dir: args.output_dir,
-        partitions,
+        partitions: args.engine.partitions(),
+        memory_pool: args.engine.memory_pool(),
+        data_dir: args.engine.data_dir,
+        output_dir: args.engine.output_dir,
         max_concurrent_jobs: args.max_concurrent_jobs,
         queue_capacity: args.queue_capacity,
         job_timeout: args.job_timeout,
-        memory_pool: args.memory_limit.map(|b| memory_pool(b.as_u64() as usize)),
     });
     let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from) };
     let addr = format!("{}:{}", args.bind_host, args.http_port);
