@@ -342,3 +342,24 @@ fn sigterm_drains_fails_queued_jobs_and_exits_zero() {
     assert!(!d.out.path().join("long/sa").exists() && !d.out.path().join("long/sb").exists());
     let _ = &d.data;
 }
+
+#[test]
+fn validate_describes_the_job_or_refuses_it_like_submit() {
+    let d = Daemon::start(&examples(), &[]);
+    let job = example_job();
+    let (code, plan) = d.post("/api/jobs/validate", &job);
+    assert_eq!(code, 200, "{plan}");
+    assert_eq!(
+        plan["output_columns"],
+        json!(["invoice_id", "customer", "amount", "payment_ids", "paid_amount", "payment_count"])
+    );
+    assert_eq!(plan["key_columns"], json!({"invoices": ["invoice_id"], "payments": ["payment_ids"]}));
+    assert_eq!(plan["sources"]["payments"]["columns"][2], json!({"name": "amount", "type": "decimal(12,2)"}));
+    // Validation runs nothing and writes nothing.
+    assert_eq!(d.get("/api/jobs").1["jobs"], json!([]));
+    assert!(std::fs::read_dir(d.out.path()).unwrap().next().is_none());
+    let mut bad = job.clone();
+    bad["match_sql"] = json!("SELECT i.customer FROM invoices i");
+    let (code, e) = d.post("/api/jobs/validate", &bad);
+    assert_eq!((code, e["error"]["code"].as_str()), (422, Some("untraceable_key")), "{e}");
+}
