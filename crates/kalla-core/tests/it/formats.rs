@@ -211,3 +211,18 @@ async fn invalid_utf8_fails_the_run_naming_the_line() {
     let e = f.run_once(request, false, 2).await.unwrap_err();
     assert!(e.message.contains("invoices.csv") && e.message.contains("line"), "{e:?}");
 }
+
+#[tokio::test]
+async fn csv_escape_character_is_honoured() {
+    let f = Fixture::new();
+    f.file("invoices.csv", "invoice_id,ref\nI1,\"R\\\"1\"\nI2,R2\n");
+    f.file("payments.csv", "payment_id,ref\nP1,R\"1\n");
+    let mut sources = csv_sources(&["invoice_id"], &["payment_id"]);
+    sources[0]["csv"] = json!({"escape": "\\"});
+    sources[1]["csv"] = json!({"quote": "'"});
+    let o = f
+        .run(job("SELECT i.invoice_id, p.payment_id, i.ref FROM invoices i JOIN payments p ON i.ref = p.ref", sources))
+        .await
+        .unwrap();
+    assert_eq!(all_rows(&o.dir.join("matched.parquet")), vec!["invoice_id=I1|payment_id=P1|ref=R\"1"]);
+}
