@@ -71,6 +71,8 @@ pub struct PlannedJob {
     pub output: ResolvedOutput,
     /// Engine settings.
     pub config: EngineConfig,
+    /// When the job was planned (its submission), RFC 3339.
+    pub planned_at: String,
 }
 
 impl std::fmt::Debug for PlannedJob {
@@ -227,7 +229,8 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
             }
         }
     }
-    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config })
+    let planned_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at })
 }
 
 fn check_unique_columns(plan: &LogicalPlan) -> Result<(), KallaError> {

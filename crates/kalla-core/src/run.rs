@@ -292,6 +292,7 @@ impl PlannedJob {
     /// Runs the job to committed outputs.
     pub async fn run(self, observer: &dyn RunObserver) -> Result<RunOutcome, KallaError> {
         let started = Instant::now();
+        let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut timings: BTreeMap<String, u64> = BTreeMap::new();
         let tmp = TmpDir::create(&self.output)?;
         let given = self.output.given.clone();
@@ -345,8 +346,8 @@ impl PlannedJob {
             output_paths: Some(output_paths.clone()),
             callback: None,
             error: None,
-            submitted_at: now.clone(),
-            started_at: None,
+            submitted_at: self.planned_at.clone(),
+            started_at: Some(started_at),
             finished_at: Some(now),
         };
         let summary = Summary { status, audit: self.audit(timings, checks) };

@@ -62,6 +62,16 @@ async fn exact_one_to_one_matches_and_leaves_the_rest_unmatched() {
     assert_eq!(checks["matched_keys"], json!(2));
     assert_eq!(checks["unmatched_keys"], json!(4));
     assert_eq!(checks["keys_balance"], json!(true));
+    // RFC 3339 UTC times sort as text: submitted ≤ started ≤ finished.
+    let t = |k: &str| o.summary[k].as_str().unwrap_or_else(|| panic!("{k} missing")).to_string();
+    assert!(t("submitted_at") <= t("started_at") && t("started_at") <= t("finished_at"), "{}", o.summary);
+    assert_eq!(
+        o.summary["audit"]["match_sql"],
+        json!(
+            "SELECT i.invoice_id, p.payment_id, i.amount FROM invoices i JOIN payments p \
+             ON i.reference = p.reference_number AND i.amount = p.amount"
+        )
+    );
 }
 
 #[tokio::test]
