@@ -74,6 +74,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/jobs/validate", post(validate))
         .route("/api/jobs/{run_id}", get(status))
         .route("/api/jobs/{run_id}/cancel", post(cancel))
+        .route("/api/cluster", get(cluster))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { "OK" }))
@@ -166,6 +167,11 @@ async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Re
     } else {
         Err(not_found(&run_id))
     }
+}
+
+/// This build has no executors yet: the cluster is this process, in local mode.
+async fn cluster() -> Response {
+    Json(serde_json::json!({"mode": "local", "executors": []})).into_response()
 }
 
 async fn ready(State(state): State<AppState>) -> Response {

@@ -150,6 +150,8 @@ fn the_example_job_runs_over_http_and_resubmission_is_idempotent() {
     other["output_path"] = json!("demo/elsewhere");
     let (code, e) = d.post("/api/jobs", &other);
     assert_eq!((code, e["error"]["code"].as_str()), (409, Some("run_id_conflict")));
+    assert_eq!(d.get("/api/cluster"), (200, json!({"mode": "local", "executors": []})));
+    assert_eq!(d.get("/ready"), (200, json!({"mode": "local", "executors": 0, "queued": 0, "running": 0})));
     let (code, list) = d.get("/api/jobs?limit=5");
     assert_eq!(code, 200);
     assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
