@@ -79,6 +79,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { "OK" }))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError(KallaError::new(ErrorCode::NotFound, "no such endpoint")) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -166,6 +167,21 @@ async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Re
             .into_response())
     } else {
         Err(not_found(&run_id))
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let (queued, running, _) = state.jobs.load();
+    match state.jobs.metrics.render(queued, running) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError(KallaError::new(ErrorCode::Internal, "cannot encode metrics")).into_response(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! permits, then runs; cancel and timeout drop the running future, which stops DataFusion's
 //! streams and removes the job's temporary output directory.
 
+use crate::metrics::Metrics;
 use kalla_core::session::new_session;
 use kalla_core::{EngineConfig, PlanDescription, PlannedJob, RunObserver, plan_job};
 use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
@@ -46,6 +47,8 @@ struct Job {
     request: Value,
     status: JobStatus,
     cancel: CancellationToken,
+    /// When it started running.
+    started: Option<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -61,6 +64,7 @@ struct State {
 /// Owns every job of this daemon.
 pub(crate) struct JobManager {
     config: ManagerConfig,
+    pub(crate) metrics: Metrics,
     state: Mutex<State>,
     permits: Arc<Semaphore>,
 }
@@ -102,7 +106,8 @@ impl RunObserver for StageObserver {
 impl JobManager {
     pub(crate) fn new(config: ManagerConfig) -> Arc<JobManager> {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_jobs.max(1)));
-        Arc::new(JobManager { config, state: Mutex::new(State::default()), permits })
+        let metrics = Metrics::new(config.memory_pool.clone());
+        Arc::new(JobManager { config, metrics, state: Mutex::new(State::default()), permits })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -195,7 +200,7 @@ impl JobManager {
             }
             state.queued += 1;
             state.order.push_back(run_id);
-            state.jobs.insert(run_id, Job { request, status: status.clone(), cancel: cancel.clone() });
+            state.jobs.insert(run_id, Job { request, status: status.clone(), cancel: cancel.clone(), started: None });
         }
         tracing::info!(%run_id, "job queued");
         let manager = Arc::clone(self);
@@ -231,6 +236,7 @@ impl JobManager {
             state.queued = state.queued.saturating_sub(1);
             state.running += 1;
             if let Some(job) = state.jobs.get_mut(&run_id) {
+                job.started = Some(std::time::Instant::now());
                 job.status.status = JobState::Running;
                 job.status.stage = Stage::Reading;
                 job.status.started_at = Some(now());
@@ -259,6 +265,7 @@ impl JobManager {
         }
         let state_draining = state.draining;
         let Some(job) = state.jobs.get_mut(&run_id) else { return };
+        let ran_for = job.started.map(|t| t.elapsed());
         let s = &mut job.status;
         s.finished_at = Some(now());
         match result {
@@ -280,6 +287,12 @@ impl JobManager {
                 s.error = Some(e);
             }
         }
+        let outcome = match s.status {
+            JobState::Succeeded => "succeeded",
+            JobState::Cancelled => "cancelled",
+            _ => "failed",
+        };
+        self.metrics.job_finished(outcome, ran_for);
     }
 
     /// `GET /api/jobs/{run_id}`.

@@ -8,6 +8,7 @@ mod api;
 mod engine_args;
 mod jobs;
 mod logging;
+mod metrics;
 mod run_cmd;
 mod scheduler;
 

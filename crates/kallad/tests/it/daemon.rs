@@ -151,6 +151,19 @@ fn the_example_job_runs_over_http_and_resubmission_is_idempotent() {
     let (code, e) = d.post("/api/jobs", &other);
     assert_eq!((code, e["error"]["code"].as_str()), (409, Some("run_id_conflict")));
     assert_eq!(d.get("/api/cluster"), (200, json!({"mode": "local", "executors": []})));
+    let (code, metrics) = d.get("/metrics");
+    assert_eq!(code, 200);
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    for line in [
+        "kalla_jobs_total{outcome=\"succeeded\"} 1",
+        "kalla_job_duration_seconds_count{mode=\"local\"} 1",
+        "kalla_jobs_queued 0",
+        "kalla_jobs_running 0",
+        "kalla_executors_live 0",
+        "kalla_memory_pool_reserved_bytes 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
     assert_eq!(d.get("/ready"), (200, json!({"mode": "local", "executors": 0, "queued": 0, "running": 0})));
     let (code, list) = d.get("/api/jobs?limit=5");
     assert_eq!(code, 200);

@@ -1,0 +1,93 @@
+//! `/metrics` (SPEC 8): Prometheus/OpenMetrics text, names prefixed `kalla_`, base units, no
+//! per-job labels.
+//!
+//! Exposed today: `kalla_jobs_total{outcome}`, `kalla_jobs_queued`, `kalla_jobs_running`,
+//! `kalla_job_duration_seconds{mode}`, `kalla_executors_live` (0: no cluster mode yet) and
+//! `kalla_memory_pool_reserved_bytes` (0 without `--memory-limit`). Not yet: source rows/bytes
+//! read and callback metrics, which arrive with progress accounting and callbacks.
+
+use datafusion::execution::memory_pool::MemoryPool;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: String,
+}
+
+type HistogramFamily = Family<ModeLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.1 s … ~55 min in doublings.
+    Histogram::new(exponential_buckets(0.1, 2.0, 16))
+}
+
+/// The daemon's metrics.
+pub(crate) struct Metrics {
+    registry: Registry,
+    jobs_total: Family<OutcomeLabel, Counter>,
+    job_duration: HistogramFamily,
+    queued: Gauge,
+    running: Gauge,
+    memory_reserved: Gauge,
+    pool: Option<Arc<dyn MemoryPool>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub(crate) fn new(pool: Option<Arc<dyn MemoryPool>>) -> Metrics {
+        let mut registry = Registry::with_prefix("kalla");
+        let jobs_total = Family::<OutcomeLabel, Counter>::default();
+        registry.register("jobs", "Jobs finished, by outcome", jobs_total.clone());
+        let job_duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        registry.register_with_unit("job_duration", "Run time of jobs, by mode", Unit::Seconds, job_duration.clone());
+        let queued = Gauge::default();
+        registry.register("jobs_queued", "Jobs waiting for a slot", queued.clone());
+        let running = Gauge::default();
+        registry.register("jobs_running", "Jobs running", running.clone());
+        let executors: Gauge = Gauge::default();
+        registry.register("executors_live", "Live executors (local mode: none)", executors);
+        let memory_reserved = Gauge::default();
+        registry.register_with_unit(
+            "memory_pool_reserved",
+            "Bytes reserved in the process memory pool",
+            Unit::Bytes,
+            memory_reserved.clone(),
+        );
+        Metrics { registry, jobs_total, job_duration, queued, running, memory_reserved, pool }
+    }
+
+    /// Counts a finished job; `ran_for` is its run time when it started.
+    pub(crate) fn job_finished(&self, outcome: &str, ran_for: Option<std::time::Duration>) {
+        self.jobs_total.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+        if let Some(d) = ran_for {
+            self.job_duration.get_or_create(&ModeLabel { mode: "local".to_string() }).observe(d.as_secs_f64());
+        }
+    }
+
+    /// The exposition text, with gauges read now.
+    pub(crate) fn render(&self, queued: usize, running: usize) -> Result<String, std::fmt::Error> {
+        self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        self.running.set(i64::try_from(running).unwrap_or(i64::MAX));
+        let reserved = self.pool.as_ref().map(|p| p.reserved()).unwrap_or(0);
+        self.memory_reserved.set(i64::try_from(reserved).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
