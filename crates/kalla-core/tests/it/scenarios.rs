@@ -418,3 +418,79 @@ async fn duplicate_and_multi_matched_keys_are_reported() {
     assert_eq!(inv["unmatched_keys"], json!(1));
     assert_eq!(inv["keys_balance"], json!(true));
 }
+
+#[tokio::test]
+async fn right_and_full_joins_trace_both_sides() {
+    let f = fixture();
+    let right = f
+        .run(job(
+            "SELECT i.invoice_id, p.payment_id FROM invoices i RIGHT JOIN payments p \
+             ON i.reference = p.reference_number AND i.amount = p.amount",
+            sources(),
+        ))
+        .await
+        .unwrap();
+    // Every payment is in the output; only I1 and I2 are paired.
+    assert_eq!(right.counts.matched, 6);
+    assert_eq!(right.counts.unmatched["payments"], Some(0));
+    assert_eq!(keys(&right.dir.join("unmatched_invoices.parquet"), "invoice_id"), set(&["I3", "I4", "I5", "I6"]));
+    let full = f
+        .run(job(
+            "SELECT i.invoice_id, p.payment_id FROM invoices i FULL JOIN payments p \
+             ON i.reference = p.reference_number AND i.amount = p.amount",
+            sources(),
+        ))
+        .await
+        .unwrap();
+    // 2 pairs + 4 lone invoices + 4 lone payments; nobody is left out of the output.
+    assert_eq!(full.counts.matched, 10);
+    assert_eq!((full.counts.unmatched["invoices"], full.counts.unmatched["payments"]), (Some(0), Some(0)));
+}
+
+#[tokio::test]
+async fn keys_pass_through_window_functions_and_group_by_on_the_key() {
+    let f = fixture();
+    let o = f
+        .run(job(
+            "SELECT i.invoice_id, p.payment_id, row_number() OVER (PARTITION BY i.customer ORDER BY i.invoice_id) AS rn \
+             FROM invoices i JOIN payments p ON i.reference = p.reference_number WHERE p.amount >= 75",
+            sources(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        tuples(&o.dir.join("matched.parquet"), &["invoice_id", "payment_id", "rn"]),
+        set(&["I1/P1/1", "I2/P2/2", "I3/P3/1", "I4/P4/2"])
+    );
+    let mut unkeyed_payments = sources();
+    unkeyed_payments[1].as_object_mut().unwrap().remove("primary_key");
+    let o = f
+        .run(job(
+            "SELECT i.invoice_id, count(*) AS payments FROM invoices i JOIN payments p \
+             ON i.reference = p.reference_number GROUP BY i.invoice_id",
+            unkeyed_payments,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(o.counts.matched, 5);
+    assert_eq!(keys(&o.dir.join("unmatched_invoices.parquet"), "invoice_id"), set(&["I6"]));
+}
+
+#[tokio::test]
+async fn composite_keys_travel_in_named_structs() {
+    let f = Fixture::new();
+    f.file("invoices.csv", COMPOSITE_INVOICES);
+    f.file("payments.csv", "bank,payment_no,ref,amount\nBK1,1,Y,5.00\nBK2,1,Y,15.00\nBK3,9,W,1.00\n");
+    let o = f
+        .run(job(
+            "SELECT i.company, i.invoice_no, array_agg(named_struct('number', p.payment_no, 'bank', p.bank)) AS paid_by \
+             FROM invoices i JOIN payments p ON i.ref = p.ref GROUP BY i.company, i.invoice_no, i.amount \
+             HAVING sum(p.amount) = i.amount",
+            composite_sources(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(o.counts.matched, 1);
+    assert_eq!(tuples(&o.dir.join("unmatched_payments.parquet"), &["bank", "payment_no"]), set(&["BK3/9"]));
+    assert_eq!(o.counts.unmatched["invoices"], Some(3));
+}
