@@ -5,10 +5,11 @@
 //! permits, then runs; cancel and timeout drop the running future, which stops DataFusion's
 //! streams and removes the job's temporary output directory.
 
+use crate::callbacks::Callbacks;
 use crate::metrics::Metrics;
 use kalla_core::session::new_session;
 use kalla_core::{EngineConfig, PlanDescription, PlannedJob, RunObserver, plan_job};
-use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
+use kalla_recipe::{CallbackStatus, ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) job_timeout: Duration,
     pub(crate) memory_pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
+    pub(crate) callbacks: Callbacks,
 }
 
 /// What a submission answered.
@@ -49,6 +51,12 @@ struct Job {
     cancel: CancellationToken,
     /// When it started running.
     started: Option<std::time::Instant>,
+    /// Callback base URL.
+    callback_url: Option<String>,
+    /// Source aliases in request order ("left" and "right" of the callbacks are the first two).
+    aliases: Vec<String>,
+    /// When the last progress callback went out (at most one a second).
+    last_progress: Option<std::time::Instant>,
 }
 
 #[derive(Default)]
@@ -100,6 +108,7 @@ struct StageObserver {
 impl RunObserver for StageObserver {
     fn stage(&self, stage: Stage) {
         self.manager.update(self.run_id, |s| s.stage = stage);
+        self.manager.progress_callback(self.run_id);
     }
 }
 
@@ -172,7 +181,7 @@ impl JobManager {
             mode: Mode::Local,
             counts: None,
             output_paths: None,
-            callback: None,
+            callback: planned.job.callback_url.as_ref().map(|_| CallbackStatus::default()),
             error: None,
             submitted_at: now(),
             started_at: None,
@@ -200,7 +209,18 @@ impl JobManager {
             }
             state.queued += 1;
             state.order.push_back(run_id);
-            state.jobs.insert(run_id, Job { request, status: status.clone(), cancel: cancel.clone(), started: None });
+            state.jobs.insert(
+                run_id,
+                Job {
+                    request,
+                    status: status.clone(),
+                    cancel: cancel.clone(),
+                    started: None,
+                    callback_url: planned.job.callback_url.clone(),
+                    aliases: planned.sources.iter().map(|s| s.alias.clone()).collect(),
+                    last_progress: None,
+                },
+            );
         }
         tracing::info!(%run_id, "job queued");
         let manager = Arc::clone(self);
@@ -256,7 +276,12 @@ impl JobManager {
         self.finish(run_id, result, false);
     }
 
-    fn finish(&self, run_id: Uuid, result: Result<Option<kalla_core::RunOutcome>, KallaError>, was_queued: bool) {
+    fn finish(
+        self: &Arc<Self>,
+        run_id: Uuid,
+        result: Result<Option<kalla_core::RunOutcome>, KallaError>,
+        was_queued: bool,
+    ) {
         let mut state = self.lock();
         if was_queued {
             state.queued = state.queued.saturating_sub(1);
@@ -293,6 +318,61 @@ impl JobManager {
             _ => "failed",
         };
         self.metrics.job_finished(outcome, ran_for);
+        if let Some(url) = job.callback_url.clone() {
+            let (kind, body) = final_callback(&job.status, &job.aliases, ran_for);
+            let manager = Arc::clone(self);
+            let span = tracing::info_span!("callback", %run_id, kind);
+            tokio::spawn(
+                async move {
+                    let id = format!("{run_id}-{kind}");
+                    let target = format!("{}/{kind}", url.trim_end_matches('/'));
+                    let body = serde_json::to_vec(&body).unwrap_or_default();
+                    let delivered = manager
+                        .config
+                        .callbacks
+                        .deliver(&target, &id, &body, |a| {
+                            manager.update(run_id, |s| {
+                                if let Some(c) = s.callback.as_mut() {
+                                    c.attempts = a.number;
+                                    c.delivered = a.error.is_none();
+                                    c.last_error = a.error.clone();
+                                }
+                            })
+                        })
+                        .await;
+                    if delivered {
+                        tracing::info!("callback delivered");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Sends a best-effort progress callback, at most one a second per job.
+    fn progress_callback(self: &Arc<Self>, run_id: Uuid) {
+        let (url, body) = {
+            let mut state = self.lock();
+            let Some(job) = state.jobs.get_mut(&run_id) else { return };
+            let Some(url) = job.callback_url.clone() else { return };
+            if job.last_progress.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            job.last_progress = Some(std::time::Instant::now());
+            let body = serde_json::json!({
+                "run_id": job.status.run_id,
+                "stage": job.status.stage,
+                "progress": job.status.progress,
+            });
+            (url, body)
+        };
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            let target = format!("{}/progress", url.trim_end_matches('/'));
+            let id = format!("{run_id}-progress-{}", chrono::Utc::now().timestamp_millis());
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            manager.config.callbacks.progress(&target, &id, &body).await;
+        });
     }
 
     /// `GET /api/jobs/{run_id}`.
@@ -363,6 +443,43 @@ impl JobManager {
         let s = self.lock();
         (s.queued, s.running, s.draining)
     }
+}
+
+/// The body of the `complete` or `error` callback for a finished job.
+fn final_callback(status: &JobStatus, aliases: &[String], ran_for: Option<Duration>) -> (&'static str, Value) {
+    if status.status == JobState::Succeeded
+        && let (Some(counts), Some(paths)) = (&status.counts, &status.output_paths)
+    {
+        let side = |i: usize| aliases.get(i);
+        let count = |i: usize| side(i).and_then(|a| counts.unmatched.get(a).cloned().flatten());
+        let total = |i: usize| side(i).and_then(|a| counts.total.get(a).copied());
+        let path = |i: usize| side(i).and_then(|a| paths.unmatched.get(a).cloned().flatten());
+        let unmatched: serde_json::Map<String, Value> = aliases
+            .iter()
+            .map(|a| {
+                let c = counts.unmatched.get(a).cloned().flatten();
+                let p = paths.unmatched.get(a).cloned().flatten();
+                (a.clone(), serde_json::json!({"count": c, "path": p}))
+            })
+            .collect();
+        let body = serde_json::json!({
+            "run_id": status.run_id,
+            "matched_count": counts.matched,
+            "unmatched_left_count": count(0),
+            "unmatched_right_count": count(1),
+            "total_left": total(0),
+            "total_right": total(1),
+            "output_paths": {"matched": paths.matched, "unmatched_left": path(0), "unmatched_right": path(1)},
+            "unmatched": unmatched,
+            "duration_ms": ran_for.map(|d| d.as_millis() as u64).unwrap_or(0),
+        });
+        return ("complete", body);
+    }
+    let (code, message) = match &status.error {
+        Some(e) => (e.code, e.message.clone()),
+        None => (ErrorCode::Internal, "the job ended without a result".to_string()),
+    };
+    ("error", serde_json::json!({"run_id": status.run_id, "stage": status.stage, "code": code, "error": message}))
 }
 
 fn conflict(run_id: Uuid) -> KallaError {

@@ -5,6 +5,7 @@
 //! yet (see the README).
 
 mod api;
+mod callbacks;
 mod engine_args;
 mod jobs;
 mod logging;

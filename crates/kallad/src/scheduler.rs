@@ -4,6 +4,7 @@
 //! callbacks, the journal, metrics and OpenAPI. Flags for them are absent rather than ignored.
 
 use crate::api::{AppState, router};
+use crate::callbacks::{Callbacks, parse_schedule, parse_secret};
 use crate::engine_args::EngineArgs;
 use crate::jobs::{JobManager, ManagerConfig};
 use clap::Args;
@@ -34,6 +35,12 @@ pub(crate) struct SchedulerArgs {
     /// When set, every /api/* request needs `Authorization: Bearer <token>`.
     #[arg(long, env = "KALLA_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// `whsec_<base64>` (Standard Webhooks): when set, callbacks are signed.
+    #[arg(long, env = "KALLA_CALLBACK_SECRET", hide_env_values = true)]
+    callback_secret: Option<String>,
+    /// Delays before each attempt of a complete/error callback.
+    #[arg(long, env = "KALLA_CALLBACK_RETRY", default_value = "0s,5s,30s,2m,5m,10m,30m,1h")]
+    callback_retry: String,
     /// On SIGTERM, how long running jobs may take to finish before they are cancelled.
     #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -58,11 +65,26 @@ async fn shutdown_signal() {
 }
 
 pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
+    let secret = match args.callback_secret.as_deref().map(parse_secret).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("--callback-secret: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let callbacks = match parse_schedule(&args.callback_retry).and_then(|schedule| Callbacks::new(secret, schedule)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("--callback-retry: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let manager = JobManager::new(ManagerConfig {
         partitions: args.engine.partitions(),
         memory_pool: args.engine.memory_pool(),
         data_dir: args.engine.data_dir,
         output_dir: args.engine.output_dir,
+        callbacks,
         max_concurrent_jobs: args.max_concurrent_jobs,
         queue_capacity: args.queue_capacity,
         job_timeout: args.job_timeout,

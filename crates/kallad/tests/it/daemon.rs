@@ -12,7 +12,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// A running `kallad scheduler`; killed on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     base: String,
     out: tempfile::TempDir,
@@ -22,7 +22,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(data: &Path, extra: &[&str]) -> Daemon {
+    pub(crate) fn start(data: &Path, extra: &[&str]) -> Daemon {
         let out = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
             .args(["scheduler", "--http-port", "0", "--data-dir"])
@@ -77,16 +77,16 @@ impl Daemon {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.send("POST", path, Some(serde_json::to_vec(body).unwrap()))
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
         self.send("GET", path, None)
     }
 
     /// Polls the job until it reaches a final state (or panics after `limit`).
-    fn wait_final(&self, run_id: &str, limit: Duration) -> Value {
+    pub(crate) fn wait_final(&self, run_id: &str, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
         loop {
             let (code, s) = self.get(&format!("/api/jobs/{run_id}"));
@@ -99,7 +99,7 @@ impl Daemon {
         }
     }
 
-    fn wait_status(&self, run_id: &str, want: &str) {
+    pub(crate) fn wait_status(&self, run_id: &str, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.get(&format!("/api/jobs/{run_id}")).1["status"] != want {
             assert!(Instant::now() < deadline, "job {run_id} never became {want}");
@@ -115,11 +115,11 @@ impl Drop for Daemon {
     }
 }
 
-fn example_job() -> Value {
+pub(crate) fn example_job() -> Value {
     serde_json::from_slice(&std::fs::read(repo_root().join("examples/invoices-payments.json")).unwrap()).unwrap()
 }
 
-fn examples() -> PathBuf {
+pub(crate) fn examples() -> PathBuf {
     repo_root().join("examples/data")
 }
 
@@ -277,7 +277,7 @@ fn the_api_token_is_required_when_set() {
 }
 
 /// A job that runs for a long time: a join whose output grows quadratically.
-fn long_job(data: &Path, name: &str) -> Value {
+pub(crate) fn long_job(data: &Path, name: &str) -> Value {
     let mut csv = String::from("id,g\n");
     for i in 0..20_000 {
         csv.push_str(&format!("{i},{}\n", i % 4));

@@ -1,4 +1,5 @@
 //! kallad as a real process: `kallad run` and `kallad scheduler` over real HTTP.
 
+mod callbacks;
 mod daemon;
 mod run_cmd;

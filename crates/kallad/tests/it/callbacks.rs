@@ -1,0 +1,176 @@
+//! Callbacks against a real HTTP receiver in the test process.
+
+use crate::daemon::{Daemon, example_job, examples, long_job};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// A minimal HTTP/1.1 receiver: answers final callbacks with the scripted statuses (then 200),
+/// everything else with 200, and records every request.
+struct Receiver {
+    addr: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start_on(listener: TcpListener, script: Vec<u16>) -> Receiver {
+        let addr = listener.local_addr().unwrap().to_string();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
+        let mut script: VecDeque<u16> = script.into();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut headers = HashMap::new();
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    let h = h.trim_end();
+                    if h.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+                let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let code = if path.ends_with("/progress") { 200 } else { script.pop_front().unwrap_or(200) };
+                log.lock().unwrap().push(Received { path, headers, body });
+                let _ = write!(stream, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Receiver { addr, received }
+    }
+
+    fn start(script: Vec<u16>) -> Receiver {
+        Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
+    }
+
+    fn finals(&self, kind: &str) -> Vec<Received> {
+        self.received.lock().unwrap().iter().filter(|r| r.path.ends_with(&format!("/{kind}"))).cloned().collect()
+    }
+}
+
+fn verify(r: &Received) {
+    let id = &r.headers["webhook-id"];
+    let ts = &r.headers["webhook-timestamp"];
+    let key = base64::engine::general_purpose::STANDARD.decode(SECRET.trim_start_matches("whsec_")).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let want = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(r.headers["webhook-signature"], want, "signature of {r:?}");
+}
+
+fn wait_delivered(d: &Daemon, run_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = d.get(&format!("/api/jobs/{run_id}")).1;
+        if s["callback"]["delivered"] == true {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "callback never delivered: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn complete_is_retried_with_one_webhook_id_and_signatures_that_verify() {
+    let receiver = Receiver::start(vec![500, 500]);
+    let d = Daemon::start(&examples(), &["--callback-secret", SECRET, "--callback-retry", "0s,50ms,50ms,50ms"]);
+    let mut job = example_job();
+    job["callback_url"] = json!(format!("http://{}/api/worker", receiver.addr));
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let s = wait_delivered(&d, job["run_id"].as_str().unwrap());
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["callback"], json!({"delivered": true, "attempts": 3, "last_error": null}));
+    let attempts = receiver.finals("complete");
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0].path, "/api/worker/complete");
+    let ids: Vec<&String> = attempts.iter().map(|r| &r.headers["webhook-id"]).collect();
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    attempts.iter().for_each(verify);
+    let body: Value = serde_json::from_slice(&attempts[2].body).unwrap();
+    assert_eq!(body["run_id"], job["run_id"]);
+    assert_eq!(body["matched_count"], 8);
+    assert_eq!((body["unmatched_left_count"].clone(), body["unmatched_right_count"].clone()), (json!(4), json!(4)));
+    assert_eq!((body["total_left"].clone(), body["total_right"].clone()), (json!(12), json!(15)));
+    assert_eq!(body["unmatched"]["payments"]["count"], 4);
+    assert_eq!(
+        body["output_paths"]["unmatched_left"],
+        "demo/5c1f6a3e-2b1d-4c1e-9d53-0d6f6c2b8a10/unmatched_invoices.parquet"
+    );
+}
+
+#[test]
+fn a_dead_receiver_never_blocks_the_job_and_is_delivered_to_when_back() {
+    let parked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = parked.local_addr().unwrap();
+    drop(parked);
+    let d =
+        Daemon::start(&examples(), &["--callback-retry", "0s,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms"]);
+    let mut job = example_job();
+    job["callback_url"] = json!(format!("http://{addr}/api/worker"));
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let run_id = job["run_id"].as_str().unwrap();
+    let s = d.wait_final(run_id, Duration::from_secs(60));
+    assert_eq!(s["status"], "succeeded");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = d.get(&format!("/api/jobs/{run_id}")).1;
+        if s["callback"]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no attempt recorded: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(s["callback"]["delivered"], false);
+    assert!(s["callback"]["last_error"].as_str().unwrap_or("").contains("connection failed"), "{s}");
+    let receiver = Receiver::start_on(TcpListener::bind(addr).unwrap(), vec![]);
+    let s = wait_delivered(&d, run_id);
+    assert!(s["callback"]["attempts"].as_u64().unwrap() >= 2);
+    assert_eq!(receiver.finals("complete").len(), 1);
+}
+
+#[test]
+fn a_cancelled_job_sends_an_error_callback() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(vec![]);
+    let d = Daemon::start(data.path(), &["--callback-retry", "0s"]);
+    let mut job = long_job(data.path(), "cb");
+    job["callback_url"] = json!(format!("http://{}/hooks", receiver.addr));
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let run_id = job["run_id"].as_str().unwrap();
+    d.wait_status(run_id, "running");
+    assert_eq!(d.post(&format!("/api/jobs/{run_id}/cancel"), &json!({})).0, 202);
+    wait_delivered(&d, run_id);
+    let errors = receiver.finals("error");
+    assert_eq!(errors.len(), 1);
+    let body: Value = serde_json::from_slice(&errors[0].body).unwrap();
+    assert_eq!((body["run_id"].as_str(), body["code"].as_str()), (Some(run_id), Some("cancelled")));
+    assert!(body["error"].as_str().unwrap_or("").contains("cancelled"));
+    assert!(!errors[0].headers.contains_key("webhook-signature"), "unsigned without a secret");
+}
