@@ -362,31 +362,17 @@ impl PlannedJob {
         AuditTrail {
             kallad_version: env!("CARGO_PKG_VERSION").to_string(),
             match_sql: self.job.match_sql.clone(),
+            // Sources are planned in request order, one per request source.
             sources: self
                 .sources
                 .iter()
-                .map(|s| AuditSource {
+                .zip(&self.job.request.sources)
+                .map(|(s, given)| AuditSource {
                     alias: s.alias.clone(),
-                    uri: kalla_recipe::redact::redact_uri(
-                        &self
-                            .job
-                            .request
-                            .sources
-                            .iter()
-                            .find(|r| r.alias == s.alias)
-                            .map(|r| r.uri.clone())
-                            .unwrap_or_default(),
-                    ),
+                    uri: kalla_recipe::redact::redact_uri(&given.uri),
                     format: s.format,
                     primary_key: s.key.clone(),
-                    filters: self
-                        .job
-                        .request
-                        .sources
-                        .iter()
-                        .find(|r| r.alias == s.alias)
-                        .map(|r| r.filters.clone())
-                        .unwrap_or_default(),
+                    filters: given.filters.clone(),
                     files: s.files.iter().map(FileAudit::from).collect(),
                 })
                 .collect(),

@@ -345,6 +345,10 @@ async fn filters_restrict_sources_before_matching_and_in_totals() {
     assert_eq!(o.counts.matched, 4);
     assert_eq!(o.counts.unmatched["invoices"], Some(0));
     assert_eq!(keys(&o.dir.join("unmatched_payments.parquet"), "payment_id"), set(&["P5"]));
+    let audit = &o.summary["audit"]["sources"][1];
+    assert_eq!(audit["uri"], "payments.csv");
+    assert_eq!(audit["filters"], json!([{"column": "payer", "op": "neq", "value": "nobody"}]));
+    assert_eq!(audit["primary_key"], json!(["payment_id"]));
 }
 
 #[tokio::test]
