@@ -6,6 +6,7 @@
 //! streams and removes the job's temporary output directory.
 
 use crate::callbacks::Callbacks;
+use crate::journal::{Journal, Record, request_digest};
 use crate::metrics::Metrics;
 use kalla_core::session::new_session;
 use kalla_core::{EngineConfig, PlanDescription, PlannedJob, RunObserver, plan_job};
@@ -33,6 +34,7 @@ pub(crate) struct ManagerConfig {
     pub(crate) job_timeout: Duration,
     pub(crate) memory_pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
     pub(crate) callbacks: Callbacks,
+    pub(crate) journal: Journal,
 }
 
 /// What a submission answered.
@@ -45,8 +47,8 @@ pub(crate) enum Submitted {
 }
 
 struct Job {
-    /// The request as parsed, for idempotency (canonical JSON: object keys sorted).
-    request: Value,
+    /// SHA-256 of the request as parsed (canonical JSON: object keys sorted), for idempotency.
+    request: String,
     status: JobStatus,
     cancel: CancellationToken,
     /// When it started running.
@@ -172,6 +174,7 @@ impl JobManager {
             return Ok(answer);
         }
         let (request, planned) = self.plan(body).await?;
+        let request = request_digest(&request);
         let run_id = planned.job.run_id;
         let status = JobStatus {
             run_id: run_id.to_string(),
@@ -221,6 +224,14 @@ impl JobManager {
                     last_progress: None,
                 },
             );
+            if let Some(job) = state.jobs.get(&run_id)
+                && let Err(e) = self.config.journal.append(run_id, &record(job))
+            {
+                state.jobs.remove(&run_id);
+                state.order.retain(|id| *id != run_id);
+                state.queued = state.queued.saturating_sub(1);
+                return Err(KallaError::new(ErrorCode::Internal, format!("cannot write the job journal: {e}")));
+            }
         }
         tracing::info!(%run_id, "job queued");
         let manager = Arc::clone(self);
@@ -230,9 +241,10 @@ impl JobManager {
     }
 
     fn existing(&self, run_id: Uuid, request: &Value) -> Result<Option<Submitted>, KallaError> {
+        let digest = request_digest(request);
         let state = self.lock();
         match state.jobs.get(&run_id) {
-            Some(job) if &job.request == request => Ok(Some(Submitted::Existing(job.status.clone()))),
+            Some(job) if job.request == digest => Ok(Some(Submitted::Existing(job.status.clone()))),
             Some(_) => Err(conflict(run_id)),
             None => Ok(None),
         }
@@ -260,6 +272,7 @@ impl JobManager {
                 job.status.status = JobState::Running;
                 job.status.stage = Stage::Reading;
                 job.status.started_at = Some(now());
+                self.write_journal(run_id, job);
             }
         }
         tracing::info!("job started");
@@ -318,35 +331,93 @@ impl JobManager {
             _ => "failed",
         };
         self.metrics.job_finished(outcome, ran_for);
+        self.write_journal(run_id, job);
         if let Some(url) = job.callback_url.clone() {
             let (kind, body) = final_callback(&job.status, &job.aliases, ran_for);
-            let manager = Arc::clone(self);
-            let span = tracing::info_span!("callback", %run_id, kind);
-            tokio::spawn(
-                async move {
-                    let id = format!("{run_id}-{kind}");
-                    let target = format!("{}/{kind}", url.trim_end_matches('/'));
-                    let body = serde_json::to_vec(&body).unwrap_or_default();
-                    let delivered = manager
-                        .config
-                        .callbacks
-                        .deliver(&target, &id, &body, |a| {
-                            manager.update(run_id, |s| {
-                                if let Some(c) = s.callback.as_mut() {
-                                    c.attempts = a.number;
-                                    c.delivered = a.error.is_none();
-                                    c.last_error = a.error.clone();
-                                }
-                            })
-                        })
-                        .await;
-                    if delivered {
-                        tracing::info!("callback delivered");
-                    }
-                }
-                .instrument(span),
-            );
+            self.spawn_final_callback(run_id, url, kind, body);
         }
+    }
+
+    fn write_journal(&self, run_id: Uuid, job: &Job) {
+        if let Err(e) = self.config.journal.append(run_id, &record(job)) {
+            tracing::error!(%run_id, error = %e, "cannot write the job journal");
+        }
+    }
+
+    /// Delivers the `complete`/`error` callback of a finished job on its own task.
+    fn spawn_final_callback(self: &Arc<Self>, run_id: Uuid, url: String, kind: &'static str, body: Value) {
+        let manager = Arc::clone(self);
+        let span = tracing::info_span!("callback", %run_id, kind);
+        tokio::spawn(
+            async move {
+                let id = format!("{run_id}-{kind}");
+                let target = format!("{}/{kind}", url.trim_end_matches('/'));
+                let body = serde_json::to_vec(&body).unwrap_or_default();
+                let delivered = manager
+                    .config
+                    .callbacks
+                    .deliver(&target, &id, &body, |a| {
+                        let mut state = manager.lock();
+                        if let Some(job) = state.jobs.get_mut(&run_id) {
+                            if let Some(c) = job.status.callback.as_mut() {
+                                c.attempts = a.number;
+                                c.delivered = a.error.is_none();
+                                c.last_error = a.error.clone();
+                            }
+                            manager.write_journal(run_id, job);
+                        }
+                    })
+                    .await;
+                if delivered {
+                    tracing::info!("callback delivered");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// After a restart: jobs that were queued or running fail with `daemon_restarted`; final
+    /// callbacks not yet delivered are delivered (again).
+    pub(crate) fn recover(self: &Arc<Self>) -> std::io::Result<usize> {
+        let records = self.config.journal.load()?;
+        let count = records.len();
+        let mut pending = Vec::new();
+        {
+            let mut state = self.lock();
+            for r in records {
+                let Ok(run_id) = Uuid::parse_str(&r.status.run_id) else { continue };
+                let mut job = Job {
+                    request: r.request_sha256,
+                    status: r.status,
+                    cancel: CancellationToken::new(),
+                    started: None,
+                    callback_url: r.callback_url,
+                    aliases: r.aliases,
+                    last_progress: None,
+                };
+                if !job.status.status.is_final() {
+                    job.status.status = JobState::Failed;
+                    job.status.finished_at = Some(now());
+                    job.status.error = Some(KallaError::new(
+                        ErrorCode::DaemonRestarted,
+                        "kallad restarted while the job was queued or running; submit it again with a new run_id",
+                    ));
+                    self.write_journal(run_id, &job);
+                    self.metrics.job_finished("failed", None);
+                }
+                let undelivered = job.status.callback.as_ref().is_some_and(|c| !c.delivered);
+                if undelivered && let Some(url) = job.callback_url.clone() {
+                    let (kind, body) = final_callback(&job.status, &job.aliases, None);
+                    pending.push((run_id, url, kind, body));
+                }
+                state.order.push_back(run_id);
+                state.jobs.insert(run_id, job);
+            }
+        }
+        for (run_id, url, kind, body) in pending {
+            self.spawn_final_callback(run_id, url, kind, body);
+        }
+        Ok(count)
     }
 
     /// Sends a best-effort progress callback, at most one a second per job.
@@ -480,6 +551,15 @@ fn final_callback(status: &JobStatus, aliases: &[String], ran_for: Option<Durati
         None => (ErrorCode::Internal, "the job ended without a result".to_string()),
     };
     ("error", serde_json::json!({"run_id": status.run_id, "stage": status.stage, "code": code, "error": message}))
+}
+
+fn record(job: &Job) -> Record {
+    Record {
+        request_sha256: job.request.clone(),
+        callback_url: job.callback_url.clone(),
+        aliases: job.aliases.clone(),
+        status: job.status.clone(),
+    }
 }
 
 fn conflict(run_id: Uuid) -> KallaError {

@@ -8,6 +8,7 @@ mod api;
 mod callbacks;
 mod engine_args;
 mod jobs;
+mod journal;
 mod logging;
 mod metrics;
 mod run_cmd;

@@ -7,6 +7,7 @@ use crate::api::{AppState, router};
 use crate::callbacks::{Callbacks, parse_schedule, parse_secret};
 use crate::engine_args::EngineArgs;
 use crate::jobs::{JobManager, ManagerConfig};
+use crate::journal::Journal;
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub(crate) struct SchedulerArgs {
     /// Delays before each attempt of a complete/error callback.
     #[arg(long, env = "KALLA_CALLBACK_RETRY", default_value = "0s,5s,30s,2m,5m,10m,30m,1h")]
     callback_retry: String,
+    /// The job journal; default `<output-dir>/.kallad`.
+    #[arg(long, env = "KALLA_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
     /// On SIGTERM, how long running jobs may take to finish before they are cancelled.
     #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -79,7 +83,16 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| args.engine.output_dir.join(".kallad"));
+    let journal = match Journal::open(&state_dir) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!(dir = %state_dir.display(), error = %e, "cannot open the job journal");
+            return ExitCode::from(2);
+        }
+    };
     let manager = JobManager::new(ManagerConfig {
+        journal,
         partitions: args.engine.partitions(),
         memory_pool: args.engine.memory_pool(),
         data_dir: args.engine.data_dir,
@@ -89,6 +102,13 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         queue_capacity: args.queue_capacity,
         job_timeout: args.job_timeout,
     });
+    match manager.recover() {
+        Ok(n) => tracing::info!(jobs = n, dir = %state_dir.display(), "journal loaded"),
+        Err(e) => {
+            tracing::error!(dir = %state_dir.display(), error = %e, "cannot read the job journal");
+            return ExitCode::from(2);
+        }
+    }
     let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from) };
     let addr = format!("{}:{}", args.bind_host, args.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {

@@ -174,3 +174,44 @@ fn a_cancelled_job_sends_an_error_callback() {
     assert!(body["error"].as_str().unwrap_or("").contains("cancelled"));
     assert!(!errors[0].headers.contains_key("webhook-signature"), "unsigned without a secret");
 }
+
+#[test]
+fn after_kill_9_unfinished_jobs_fail_with_daemon_restarted_and_their_error_callbacks_go_out() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(vec![]);
+    let out = Arc::new(tempfile::tempdir().unwrap());
+    let d = Daemon::start_in(data.path(), Arc::clone(&out), &["--max-concurrent-jobs", "1"]);
+    let mut a = long_job(data.path(), "ra");
+    let mut b = long_job(data.path(), "rb");
+    for j in [&mut a, &mut b] {
+        j["callback_url"] = json!(format!("http://{}/w", receiver.addr));
+        assert_eq!(d.post("/api/jobs", j).0, 202);
+    }
+    let (a_id, b_id) = (a["run_id"].as_str().unwrap(), b["run_id"].as_str().unwrap());
+    d.wait_status(a_id, "running");
+    drop(d); // SIGKILL
+    let d = Daemon::start_in(data.path(), Arc::clone(&out), &["--callback-retry", "0s"]);
+    for id in [a_id, b_id] {
+        let (code, s) = d.get(&format!("/api/jobs/{id}"));
+        assert_eq!(code, 200, "{s}");
+        assert_eq!(
+            (s["status"].as_str(), s["error"]["code"].as_str()),
+            (Some("failed"), Some("daemon_restarted")),
+            "{s}"
+        );
+        wait_delivered(&d, id);
+    }
+    let errors = receiver.finals("error");
+    assert_eq!(errors.len(), 2);
+    for e in &errors {
+        let body: Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(body["code"], "daemon_restarted");
+    }
+    // The same request again answers the recorded status; another body under the id is 409.
+    let (code, s) = d.post("/api/jobs", &a);
+    assert_eq!((code, s["error"]["code"].as_str()), (200, Some("daemon_restarted")));
+    let mut other = a.clone();
+    other["output_path"] = json!("long/other");
+    assert_eq!(d.post("/api/jobs", &other).0, 409);
+    assert!(!out.path().join("long/ra").exists());
+}

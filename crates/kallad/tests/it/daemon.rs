@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 fn repo_root() -> PathBuf {
@@ -15,7 +15,7 @@ fn repo_root() -> PathBuf {
 pub(crate) struct Daemon {
     child: Child,
     base: String,
-    out: tempfile::TempDir,
+    pub(crate) out: Arc<tempfile::TempDir>,
     data: PathBuf,
     client: reqwest::blocking::Client,
     token: Option<String>,
@@ -23,7 +23,11 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(data: &Path, extra: &[&str]) -> Daemon {
-        let out = tempfile::tempdir().unwrap();
+        Daemon::start_in(data, Arc::new(tempfile::tempdir().unwrap()), extra)
+    }
+
+    /// Starts a daemon on an existing output root (and so on its journal).
+    pub(crate) fn start_in(data: &Path, out: Arc<tempfile::TempDir>, extra: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
             .args(["scheduler", "--http-port", "0", "--data-dir"])
             .arg(data)
@@ -372,7 +376,12 @@ fn validate_describes_the_job_or_refuses_it_like_submit() {
     assert_eq!(plan["sources"]["payments"]["columns"][2], json!({"name": "amount", "type": "decimal(12,2)"}));
     // Validation runs nothing and writes nothing.
     assert_eq!(d.get("/api/jobs").1["jobs"], json!([]));
-    assert!(std::fs::read_dir(d.out.path()).unwrap().next().is_none());
+    let written: Vec<String> = std::fs::read_dir(d.out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(written, vec![".kallad"], "only the (empty) journal directory");
+    assert!(std::fs::read_dir(d.out.path().join(".kallad")).unwrap().next().is_none());
     let mut bad = job.clone();
     bad["match_sql"] = json!("SELECT i.customer FROM invoices i");
     let (code, e) = d.post("/api/jobs/validate", &bad);
