@@ -87,7 +87,7 @@ impl std::fmt::Debug for PlannedJob {
 }
 
 /// The answer of the validate endpoint: what a job would produce.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PlanDescription {
     /// Output column names of `match_sql`.
     pub output_columns: Vec<String>,
@@ -98,14 +98,14 @@ pub struct PlanDescription {
 }
 
 /// A source's columns as the validate endpoint shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceDescription {
     /// Columns in order.
     pub columns: Vec<ColumnDescription>,
 }
 
 /// One column.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ColumnDescription {
     /// Name.
     pub name: String,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// A job request as the API receives it (SPEC 3.1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// The idempotency key, a UUID.
@@ -32,7 +32,7 @@ pub struct JobRequest {
 }
 
 /// One source of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// The table name `match_sql` uses: a plain SQL identifier.
@@ -57,7 +57,7 @@ pub struct SourceSpec {
 }
 
 /// A file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
     /// Comma (or other delimiter) separated values, optionally gzip-compressed.
@@ -67,7 +67,7 @@ pub enum FileFormat {
 }
 
 /// CSV dialect options; every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CsvOptions {
     /// One ASCII character, default `,`.
@@ -88,7 +88,7 @@ pub struct CsvOptions {
 }
 
 /// A filter `{column, op, value}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     /// The source column.
@@ -101,7 +101,7 @@ pub struct FilterSpec {
 }
 
 /// Filter operators of SPEC 3.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FilterOp {
     /// `=`

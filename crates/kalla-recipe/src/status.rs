@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a slot.
@@ -28,7 +28,7 @@ impl JobState {
 }
 
 /// What a running job is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Not started.
@@ -44,7 +44,7 @@ pub enum Stage {
 }
 
 /// Where a job runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// In-process DataFusion.
@@ -54,7 +54,7 @@ pub enum Mode {
 }
 
 /// Row counts of a finished job; every count equals the row count of its output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counts {
     /// Rows of each source after its filters, by alias.
     pub total: BTreeMap<String, u64>,
@@ -65,7 +65,7 @@ pub struct Counts {
 }
 
 /// Output paths as the API was given them (relative to the output root when relative).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputPaths {
     /// The matched rows.
     pub matched: String,
@@ -76,7 +76,7 @@ pub struct OutputPaths {
 }
 
 /// Callback delivery as the status document shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallbackStatus {
     /// True once the final callback got a 2xx answer.
     pub delivered: bool,
@@ -87,7 +87,7 @@ pub struct CallbackStatus {
 }
 
 /// The status document of one job (SPEC 3.2).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
     /// The job's run id.
     pub run_id: String,

@@ -12,7 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kalla_recipe::{ErrorBody, ErrorCode, JobState, KallaError};
+use kalla_core::PlanDescription;
+use kalla_recipe::{ErrorBody, ErrorCode, JobRequest, JobState, JobStatus, KallaError};
 use serde::Deserialize;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -67,6 +68,19 @@ fn not_found(run_id: &str) -> ApiError {
     ApiError(KallaError::new(ErrorCode::NotFound, format!("no job with run_id {run_id}")))
 }
 
+/// The OpenAPI document of this API, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "kallad", description = "Kalla's reconciliation compute daemon"),
+    paths(submit, validate, list, status, cancel, ready, metrics, cluster),
+    components(schemas(ErrorBody, KallaError, ErrorCode, JobRequest, JobStatus, PlanDescription))
+)]
+pub(crate) struct ApiDoc;
+
+async fn openapi() -> Response {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response()
+}
+
 /// Builds the router.
 pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -75,6 +89,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/jobs/{run_id}", get(status))
         .route("/api/jobs/{run_id}/cancel", post(cancel))
         .route("/api/cluster", get(cluster))
+        .route("/api/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { "OK" }))
@@ -116,6 +131,7 @@ fn checked_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> 
     })
 }
 
+#[utoipa::path(post, path = "/api/jobs", request_body = JobRequest, responses((status = 202, description = "queued: {run_id, status}"), (status = 200, description = "the same request again: the job status", body = JobStatus), (status = 400, description = "bad_json", body = ErrorBody), (status = 401, description = "unauthorized", body = ErrorBody), (status = 409, description = "run_id_conflict", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody), (status = 422, description = "a field the caller can fix", body = ErrorBody), (status = 503, description = "queue_full or shutting_down", body = ErrorBody)))]
 async fn submit(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = checked_body(body)?;
     match state.jobs.submit(&body).await? {
@@ -127,6 +143,7 @@ async fn submit(State(state): State<AppState>, body: Result<Bytes, BytesRejectio
     }
 }
 
+#[utoipa::path(post, path = "/api/jobs/validate", request_body = JobRequest, responses((status = 200, description = "what the job would produce", body = PlanDescription), (status = 400, description = "bad_json", body = ErrorBody), (status = 401, description = "unauthorized", body = ErrorBody), (status = 409, description = "run_id_conflict", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody), (status = 422, description = "a field the caller can fix", body = ErrorBody), (status = 503, description = "queue_full or shutting_down", body = ErrorBody)))]
 async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = checked_body(body)?;
     Ok(Json(state.jobs.validate(&body).await?).into_response())
@@ -138,6 +155,7 @@ struct ListQuery {
     status: Option<JobState>,
 }
 
+#[utoipa::path(get, path = "/api/jobs", params(("limit" = Option<usize>, Query, description = "at most this many, default 100"), ("status" = Option<JobState>, Query, description = "only jobs in this state")), responses((status = 200, description = "{jobs: [JobStatus]}, newest first"), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -152,6 +170,7 @@ fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError(KallaError::at(ErrorCode::InvalidField, "run_id", "run_id must be a UUID")))
 }
 
+#[utoipa::path(get, path = "/api/jobs/{run_id}", params(("run_id" = String, Path, description = "the job's UUID")), responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn status(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_run_id(&run_id)?;
     match state.jobs.status(id) {
@@ -160,6 +179,7 @@ async fn status(State(state): State<AppState>, Path(run_id): Path<String>) -> Re
     }
 }
 
+#[utoipa::path(post, path = "/api/jobs/{run_id}/cancel", params(("run_id" = String, Path, description = "the job's UUID")), responses((status = 202, description = "cancel requested (idempotent)"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_run_id(&run_id)?;
     if state.jobs.cancel(id) {
@@ -170,6 +190,7 @@ async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Re
     }
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let (queued, running, _) = state.jobs.load();
     match state.jobs.metrics.render(queued, running) {
@@ -186,10 +207,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// This build has no executors yet: the cluster is this process, in local mode.
+#[utoipa::path(get, path = "/api/cluster", responses((status = 200, description = "{mode, executors}")))]
 async fn cluster() -> Response {
     Json(serde_json::json!({"mode": "local", "executors": []})).into_response()
 }
 
+#[utoipa::path(get, path = "/ready", responses((status = 200, description = "{mode, executors, queued, running}"), (status = 503, description = "draining")))]
 async fn ready(State(state): State<AppState>) -> Response {
     let (queued, running, draining) = state.jobs.load();
     let body = serde_json::json!({"mode": "local", "executors": 0, "queued": queued, "running": running});

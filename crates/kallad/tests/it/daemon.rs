@@ -387,3 +387,27 @@ fn validate_describes_the_job_or_refuses_it_like_submit() {
     let (code, e) = d.post("/api/jobs/validate", &bad);
     assert_eq!((code, e["error"]["code"].as_str()), (422, Some("untraceable_key")), "{e}");
 }
+
+#[test]
+fn the_openapi_document_describes_the_api_and_its_error_codes() {
+    let d = Daemon::start(&examples(), &[]);
+    let (code, doc) = d.get("/api/openapi.json");
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3.1"), "{}", doc["openapi"]);
+    for path in [
+        "/api/jobs",
+        "/api/jobs/validate",
+        "/api/jobs/{run_id}",
+        "/api/jobs/{run_id}/cancel",
+        "/api/cluster",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().cloned().unwrap_or_default();
+    for c in ["bad_json", "run_id_conflict", "untraceable_key", "daemon_restarted", "not_found"] {
+        assert!(codes.contains(&json!(c)), "{c} missing from {codes:?}");
+    }
+    assert!(doc["components"]["schemas"]["JobRequest"]["properties"].get("match_sql").is_some());
+}
