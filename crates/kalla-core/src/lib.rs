@@ -24,5 +24,10 @@ pub mod sql;
 pub mod summary;
 pub mod udf;
 
+/// The current time as the status documents write it: RFC 3339, UTC, milliseconds.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub use plan::{EngineConfig, PlanDescription, PlannedJob, plan_job};
 pub use run::{NoObserver, RunObserver, RunOutcome};

@@ -229,7 +229,7 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
             }
         }
     }
-    let planned_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let planned_at = crate::timestamp_now();
     Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at })
 }
 

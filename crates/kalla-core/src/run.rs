@@ -292,7 +292,7 @@ impl PlannedJob {
     /// Runs the job to committed outputs.
     pub async fn run(self, observer: &dyn RunObserver) -> Result<RunOutcome, KallaError> {
         let started = Instant::now();
-        let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let started_at = crate::timestamp_now();
         let mut timings: BTreeMap<String, u64> = BTreeMap::new();
         let tmp = TmpDir::create(&self.output)?;
         let given = self.output.given.clone();
@@ -335,7 +335,7 @@ impl PlannedJob {
             unmatched: unmatched_paths,
             summary: path_in(&given, SUMMARY_FILE),
         };
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let now = crate::timestamp_now();
         let status = JobStatus {
             run_id: self.job.run_id.to_string(),
             status: JobState::Succeeded,

@@ -9,6 +9,7 @@ use crate::callbacks::Callbacks;
 use crate::journal::{Journal, Record, request_digest};
 use crate::metrics::Metrics;
 use kalla_core::session::new_session;
+use kalla_core::timestamp_now as now;
 use kalla_core::{EngineConfig, PlanDescription, PlannedJob, RunObserver, plan_job};
 use kalla_recipe::{CallbackStatus, ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
 use serde_json::Value;
@@ -83,10 +84,6 @@ impl std::fmt::Debug for JobManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobManager").field("config", &self.config).finish_non_exhaustive()
     }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Canonical JSON: the same document whatever the key order or whitespace of the body.

@@ -6,6 +6,7 @@
 use crate::engine_args::EngineArgs;
 use clap::Args;
 use kalla_core::session::new_session;
+use kalla_core::timestamp_now as now;
 use kalla_core::{EngineConfig, NoObserver, plan_job};
 use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
 use std::path::PathBuf;
@@ -18,10 +19,6 @@ pub(crate) struct RunArgs {
     job: PathBuf,
     #[command(flatten)]
     engine: EngineArgs,
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn failed(run_id: String, submitted_at: String, error: KallaError) -> JobStatus {
