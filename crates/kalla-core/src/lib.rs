@@ -18,6 +18,7 @@ pub mod codec;
 pub mod lineage;
 pub mod output;
 pub mod plan;
+pub mod progress;
 pub mod run;
 pub mod session;
 pub mod sql;

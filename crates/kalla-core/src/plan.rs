@@ -7,8 +7,10 @@
 
 use crate::lineage::{KeyTrace, SOURCE_MARKER_PREFIX, lineage, source_marker, trace_key};
 use crate::output::{ResolvedOutput, resolve_output};
+use crate::progress::ReadTracker;
 use crate::sql::{parse_match_sql, planning_error, strip_df_prefix};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use kalla_connectors::file::{FileEntry, open_file_source};
@@ -18,6 +20,7 @@ use kalla_recipe::{ErrorCode, FileFormat, KallaError, Source, SourceLocation, Va
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Roots and knobs the engine plans with.
 #[derive(Debug, Clone)]
@@ -73,6 +76,8 @@ pub struct PlannedJob {
     pub config: EngineConfig,
     /// When the job was planned (its submission), RFC 3339.
     pub planned_at: String,
+    /// The source scans of the plans this job runs: progress and rows/bytes read.
+    pub reads: Arc<ReadTracker>,
 }
 
 impl std::fmt::Debug for PlannedJob {
@@ -230,7 +235,29 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
         }
     }
     let planned_at = crate::timestamp_now();
-    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at })
+    let reads = Arc::new(read_tracker(&sources, &job));
+    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at, reads })
+}
+
+/// How many times a run reads a source: `match_sql`, then for a keyed source the anti join and
+/// the checks, for a source without key its count.
+fn passes(source: &PlannedSource) -> u64 {
+    if source.key.is_some() { 3 } else { 2 }
+}
+
+fn read_tracker(sources: &[PlannedSource], job: &ValidatedJob) -> ReadTracker {
+    let locations = sources
+        .iter()
+        .map(|s| {
+            s.files
+                .iter()
+                .filter_map(|f| ListingTableUrl::parse(f.path.to_string_lossy()).ok())
+                .map(|u| u.prefix().as_ref().to_string())
+                .collect()
+        })
+        .collect();
+    let expected = sources.iter().map(|s| s.expected_rows.map(|r| r * passes(s))).collect();
+    ReadTracker::new(locations, expected, &job.run_id.to_string())
 }
 
 fn check_unique_columns(plan: &LogicalPlan) -> Result<(), KallaError> {

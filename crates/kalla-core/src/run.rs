@@ -78,7 +78,12 @@ pub fn execution_error(stage: &str, e: DataFusionError) -> KallaError {
     let code = match root {
         DataFusionError::ArrowError(..) | DataFusionError::ParquetError(..) => ErrorCode::SourceReadFailed,
         DataFusionError::Execution(m) if m.contains("declare a wider type") => ErrorCode::SourceReadFailed,
-        DataFusionError::ResourcesExhausted(_) => ErrorCode::Internal,
+        DataFusionError::ResourcesExhausted(_) => {
+            return KallaError::new(
+                ErrorCode::MemoryLimitExceeded,
+                format!("{stage}: the job needs more memory than --memory-limit grants and could not spill: {text}"),
+            );
+        }
         _ => ErrorCode::Internal,
     };
     KallaError::new(code, format!("{stage}: {text}"))
@@ -91,7 +96,10 @@ fn path_in(given: &str, file: &str) -> String {
 impl PlannedJob {
     async fn physical(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         let plan = frame.create_physical_plan().await?;
-        if self.config.roundtrip_plans { roundtrip_physical_plan(plan, &self.ctx.task_ctx()) } else { Ok(plan) }
+        let plan =
+            if self.config.roundtrip_plans { roundtrip_physical_plan(plan, &self.ctx.task_ctx())? } else { plan };
+        self.reads.track(&plan);
+        Ok(plan)
     }
 
     async fn write(&self, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     Timeout,
     /// The daemon restarted while the job was queued or running.
     DaemonRestarted,
+    /// The job needed more memory than `--memory-limit` grants and could not spill.
+    MemoryLimitExceeded,
     /// A fault of kallad itself or of its environment (disk full, bug).
     Internal,
 }
@@ -102,6 +104,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Timeout => "timeout",
             ErrorCode::DaemonRestarted => "daemon_restarted",
+            ErrorCode::MemoryLimitExceeded => "memory_limit_exceeded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -115,6 +118,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::Timeout
                 | ErrorCode::DaemonRestarted
+                | ErrorCode::MemoryLimitExceeded
                 | ErrorCode::NoExecutors
                 | ErrorCode::QueueFull
         )

@@ -93,10 +93,14 @@ impl Callbacks {
         }
     }
 
-    /// One best-effort `progress` callback.
-    pub(crate) async fn progress(&self, url: &str, id: &str, body: &[u8]) {
-        if let Err(e) = self.attempt(url, id, body).await {
-            tracing::debug!(error = %e, "progress callback not delivered");
+    /// One best-effort `progress` callback; true when delivered.
+    pub(crate) async fn progress(&self, url: &str, id: &str, body: &[u8]) -> bool {
+        match self.attempt(url, id, body).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "progress callback not delivered");
+                false
+            }
         }
     }
 

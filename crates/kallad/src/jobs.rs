@@ -8,6 +8,7 @@
 use crate::callbacks::Callbacks;
 use crate::journal::{Journal, Record, request_digest};
 use crate::metrics::Metrics;
+use kalla_core::progress::{ReadCounts, ReadTracker};
 use kalla_core::session::new_session;
 use kalla_core::timestamp_now as now;
 use kalla_core::{EngineConfig, PlanDescription, PlannedJob, RunObserver, plan_job};
@@ -20,6 +21,25 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
+
+/// How often a running job's progress is read.
+const PROGRESS_TICK: Duration = Duration::from_millis(500);
+
+/// Adds what the sources delivered since the last flush to the read metrics.
+#[derive(Default)]
+struct ReadMeter {
+    seen: std::collections::BTreeMap<String, ReadCounts>,
+}
+
+impl ReadMeter {
+    fn flush(&mut self, reads: &ReadTracker, metrics: &Metrics) {
+        for (kind, now) in reads.counts() {
+            let before = self.seen.entry(kind.clone()).or_default();
+            metrics.source_read(&kind, now.rows.saturating_sub(before.rows), now.bytes.saturating_sub(before.bytes));
+            *before = now;
+        }
+    }
+}
 
 /// How long submission may spend validating a job.
 pub(crate) const VALIDATION_BUDGET: Duration = Duration::from_secs(10);
@@ -36,6 +56,8 @@ pub(crate) struct ManagerConfig {
     pub(crate) memory_pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
     pub(crate) callbacks: Callbacks,
     pub(crate) journal: Journal,
+    /// How long finished jobs stay queryable.
+    pub(crate) retention: Duration,
 }
 
 /// What a submission answered.
@@ -58,8 +80,10 @@ struct Job {
     callback_url: Option<String>,
     /// Source aliases in request order ("left" and "right" of the callbacks are the first two).
     aliases: Vec<String>,
-    /// When the last progress callback went out (at most one a second).
-    last_progress: Option<std::time::Instant>,
+    /// When the last progress callback went out (at most one a second), and what it said.
+    last_progress: Option<(std::time::Instant, Stage, f64)>,
+    /// Rows read from the sources so far.
+    rows_read: u64,
 }
 
 #[derive(Default)]
@@ -219,6 +243,7 @@ impl JobManager {
                     callback_url: planned.job.callback_url.clone(),
                     aliases: planned.sources.iter().map(|s| s.alias.clone()).collect(),
                     last_progress: None,
+                    rows_read: 0,
                 },
             );
             if let Some(job) = state.jobs.get(&run_id)
@@ -275,15 +300,38 @@ impl JobManager {
         tracing::info!("job started");
         let observer = StageObserver { manager: Arc::clone(&self), run_id };
         let timeout = self.config.job_timeout;
+        let reads = Arc::clone(&planned.reads);
+        let mut meter = ReadMeter::default();
         let result = tokio::select! {
             r = planned.run(&observer) => r.map(Some),
+            never = self.watch_progress(run_id, &reads, &mut meter) => match never {},
             _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
             _ = tokio::time::sleep(timeout) => Err(KallaError::new(
                 ErrorCode::Timeout,
                 format!("the job ran longer than its timeout of {}", humantime::format_duration(timeout)),
             )),
         };
+        meter.flush(&reads, &self.metrics);
         self.finish(run_id, result, false);
+    }
+
+    /// While a job runs: its progress (never decreasing) and the read metrics, twice a second.
+    async fn watch_progress(
+        self: &Arc<Self>,
+        run_id: Uuid,
+        reads: &ReadTracker,
+        meter: &mut ReadMeter,
+    ) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(PROGRESS_TICK).await;
+            meter.flush(reads, &self.metrics);
+            let sample = reads.sample();
+            if let Some(job) = self.lock().jobs.get_mut(&run_id) {
+                job.status.progress = job.status.progress.max(sample.fraction);
+                job.rows_read = sample.rows_read;
+            }
+            self.progress_callback(run_id);
+        }
     }
 
     fn finish(
@@ -350,10 +398,12 @@ impl JobManager {
                 let id = format!("{run_id}-{kind}");
                 let target = format!("{}/{kind}", url.trim_end_matches('/'));
                 let body = serde_json::to_vec(&body).unwrap_or_default();
+                manager.metrics.callbacks_pending.inc();
                 let delivered = manager
                     .config
                     .callbacks
                     .deliver(&target, &id, &body, |a| {
+                        manager.metrics.callback_attempt(kind, a.error.is_none());
                         let mut state = manager.lock();
                         if let Some(job) = state.jobs.get_mut(&run_id) {
                             if let Some(c) = job.status.callback.as_mut() {
@@ -365,8 +415,11 @@ impl JobManager {
                         }
                     })
                     .await;
+                manager.metrics.callbacks_pending.dec();
                 if delivered {
                     tracing::info!("callback delivered");
+                } else {
+                    tracing::warn!("callback not delivered after every attempt of --callback-retry");
                 }
             }
             .instrument(span),
@@ -376,7 +429,7 @@ impl JobManager {
     /// After a restart: jobs that were queued or running fail with `daemon_restarted`; final
     /// callbacks not yet delivered are delivered (again).
     pub(crate) fn recover(self: &Arc<Self>) -> std::io::Result<usize> {
-        let records = self.config.journal.load()?;
+        let records = self.config.journal.load(self.config.retention)?;
         let count = records.len();
         let mut pending = Vec::new();
         {
@@ -391,6 +444,7 @@ impl JobManager {
                     callback_url: r.callback_url,
                     aliases: r.aliases,
                     last_progress: None,
+                    rows_read: 0,
                 };
                 if !job.status.status.is_final() {
                     job.status.status = JobState::Failed;
@@ -423,14 +477,18 @@ impl JobManager {
             let mut state = self.lock();
             let Some(job) = state.jobs.get_mut(&run_id) else { return };
             let Some(url) = job.callback_url.clone() else { return };
-            if job.last_progress.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return;
+            let (stage, progress) = (job.status.stage, job.status.progress);
+            match job.last_progress {
+                Some((at, _, _)) if at.elapsed() < Duration::from_secs(1) => return,
+                Some((_, s, p)) if s == stage && p == progress => return,
+                _ => {}
             }
-            job.last_progress = Some(std::time::Instant::now());
+            job.last_progress = Some((std::time::Instant::now(), stage, progress));
             let body = serde_json::json!({
                 "run_id": job.status.run_id,
-                "stage": job.status.stage,
-                "progress": job.status.progress,
+                "stage": stage,
+                "progress": progress,
+                "rows_read": job.rows_read,
             });
             (url, body)
         };
@@ -439,7 +497,8 @@ impl JobManager {
             let target = format!("{}/progress", url.trim_end_matches('/'));
             let id = format!("{run_id}-progress-{}", chrono::Utc::now().timestamp_millis());
             let body = serde_json::to_vec(&body).unwrap_or_default();
-            manager.config.callbacks.progress(&target, &id, &body).await;
+            let delivered = manager.config.callbacks.progress(&target, &id, &body).await;
+            manager.metrics.callback_attempt("progress", delivered);
         });
     }
 
@@ -504,6 +563,30 @@ impl JobManager {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Forgets finished jobs older than the retention, in memory and in the journal. Returns how
+    /// many went.
+    pub(crate) fn expire(&self) -> usize {
+        let retention = self.config.retention;
+        let mut state = self.lock();
+        let old: Vec<Uuid> = state
+            .jobs
+            .iter()
+            .filter(|(_, j)| crate::journal::expired(&j.status, retention))
+            .map(|(id, _)| *id)
+            .collect();
+        for run_id in &old {
+            state.jobs.remove(run_id);
+            if let Err(e) = self.config.journal.remove(*run_id) {
+                tracing::warn!(%run_id, error = %e, "cannot remove an expired journal file");
+            }
+        }
+        if !old.is_empty() {
+            state.order.retain(|id| !old.contains(id));
+            tracing::info!(jobs = old.len(), "expired finished jobs");
+        }
+        old.len()
     }
 
     /// Counts for `/ready`.

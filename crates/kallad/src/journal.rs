@@ -4,8 +4,9 @@
 //! document, its callback URL and source aliases, and a SHA-256 of the canonical request (the
 //! idempotency key; the request itself is not stored, so credentials in source URIs never reach
 //! the disk here). The last line is the job's current state. On start, jobs whose last state is
-//! queued or running are marked failed with `daemon_restarted`; files of jobs finished more than
-//! [`RETENTION`] ago are removed.
+//! queued or running are marked failed with `daemon_restarted`; files of jobs finished longer
+//! than the retention (`--job-retention`, 7 days by default) ago are removed, at start and by the
+//! hourly sweep that also forgets them in memory.
 
 use kalla_recipe::JobStatus;
 use serde::{Deserialize, Serialize};
@@ -14,9 +15,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// How long finished jobs stay queryable.
-pub(crate) const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One journal line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +63,7 @@ impl Journal {
 
     /// Reads the last record of every job, removing expired ones. Unreadable files are skipped
     /// with a warning (a torn last line after a crash leaves the previous line in force).
-    pub(crate) fn load(&self) -> std::io::Result<Vec<Record>> {
+    pub(crate) fn load(&self, retention: Duration) -> std::io::Result<Vec<Record>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -82,7 +80,7 @@ impl Journal {
                 }
             }
             let Some(record) = last else { continue };
-            if expired(&record) {
+            if expired(&record.status, retention) {
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(file = %path.display(), error = %e, "cannot remove an expired journal file");
                 }
@@ -93,14 +91,26 @@ impl Journal {
         out.sort_by(|a, b| a.status.submitted_at.cmp(&b.status.submitted_at));
         Ok(out)
     }
+
+    /// Removes a job's file.
+    pub(crate) fn remove(&self, run_id: Uuid) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(run_id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
-fn expired(record: &Record) -> bool {
-    let Some(finished) = &record.status.finished_at else { return false };
+/// A finished job whose end lies longer than `retention` ago.
+pub(crate) fn expired(status: &JobStatus, retention: Duration) -> bool {
+    if !status.status.is_final() {
+        return false;
+    }
+    let Some(finished) = &status.finished_at else { return false };
     match chrono::DateTime::parse_from_rfc3339(finished) {
         Ok(t) => {
             let age = chrono::Utc::now().signed_duration_since(t);
-            age.to_std().map(|a| a > RETENTION).unwrap_or(false)
+            age.to_std().map(|a| a > retention).unwrap_or(false)
         }
         Err(_) => false,
     }

@@ -1,10 +1,13 @@
 //! `/metrics` (SPEC 8): Prometheus/OpenMetrics text, names prefixed `kalla_`, base units, no
 //! per-job labels.
 //!
-//! Exposed today: `kalla_jobs_total{outcome}`, `kalla_jobs_queued`, `kalla_jobs_running`,
-//! `kalla_job_duration_seconds{mode}`, `kalla_executors_live` (0: no cluster mode yet) and
-//! `kalla_memory_pool_reserved_bytes` (0 without `--memory-limit`). Not yet: source rows/bytes
-//! read and callback metrics, which arrive with progress accounting and callbacks.
+//! `kalla_jobs_total{outcome}`, `kalla_jobs_queued`, `kalla_jobs_running`,
+//! `kalla_job_duration_seconds{mode}`, `kalla_source_rows_read_total{kind}` and
+//! `kalla_source_bytes_read_total{kind}` (kind: `csv`, `parquet`; every pass of a run over a
+//! source counts, added while jobs run), `kalla_callback_attempts_total{kind,result}` (kind:
+//! `progress`, `complete`, `error`; result: `delivered`, `failed`), `kalla_callbacks_pending`
+//! (final callbacks still being delivered), `kalla_executors_live` (0: no cluster mode yet) and
+//! `kalla_memory_pool_reserved_bytes` (0 without `--memory-limit`).
 
 use datafusion::execution::memory_pool::MemoryPool;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,6 +28,17 @@ struct ModeLabel {
     mode: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallbackLabel {
+    kind: String,
+    result: String,
+}
+
 type HistogramFamily = Family<ModeLabel, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -40,6 +54,11 @@ pub(crate) struct Metrics {
     queued: Gauge,
     running: Gauge,
     memory_reserved: Gauge,
+    rows_read: Family<KindLabel, Counter>,
+    bytes_read: Family<KindLabel, Counter>,
+    callback_attempts: Family<CallbackLabel, Counter>,
+    /// Final callbacks being delivered.
+    pub(crate) callbacks_pending: Gauge,
     pool: Option<Arc<dyn MemoryPool>>,
 }
 
@@ -69,7 +88,27 @@ impl Metrics {
             Unit::Bytes,
             memory_reserved.clone(),
         );
-        Metrics { registry, jobs_total, job_duration, queued, running, memory_reserved, pool }
+        let rows_read = Family::<KindLabel, Counter>::default();
+        registry.register("source_rows_read", "Rows read from sources, by source kind", rows_read.clone());
+        let bytes_read = Family::<KindLabel, Counter>::default();
+        registry.register("source_bytes_read", "Bytes read from sources, by source kind", bytes_read.clone());
+        let callback_attempts = Family::<CallbackLabel, Counter>::default();
+        registry.register("callback_attempts", "Callback attempts, by kind and result", callback_attempts.clone());
+        let callbacks_pending = Gauge::default();
+        registry.register("callbacks_pending", "Final callbacks not yet delivered", callbacks_pending.clone());
+        Metrics {
+            registry,
+            jobs_total,
+            job_duration,
+            queued,
+            running,
+            memory_reserved,
+            rows_read,
+            bytes_read,
+            callback_attempts,
+            callbacks_pending,
+            pool,
+        }
     }
 
     /// Counts a finished job; `ran_for` is its run time when it started.
@@ -78,6 +117,21 @@ impl Metrics {
         if let Some(d) = ran_for {
             self.job_duration.get_or_create(&ModeLabel { mode: "local".to_string() }).observe(d.as_secs_f64());
         }
+    }
+
+    /// Adds rows and bytes read from sources of one kind.
+    pub(crate) fn source_read(&self, kind: &str, rows: u64, bytes: u64) {
+        let label = KindLabel { kind: kind.to_string() };
+        self.rows_read.get_or_create(&label).inc_by(rows);
+        self.bytes_read.get_or_create(&label).inc_by(bytes);
+    }
+
+    /// Counts one callback attempt.
+    pub(crate) fn callback_attempt(&self, kind: &str, delivered: bool) {
+        let result = if delivered { "delivered" } else { "failed" };
+        self.callback_attempts
+            .get_or_create(&CallbackLabel { kind: kind.to_string(), result: result.to_string() })
+            .inc();
     }
 
     /// The exposition text, with gauges read now.

@@ -1,7 +1,8 @@
 //! `kallad scheduler`: the HTTP job service in local mode.
 //!
-//! Not built yet (said in the README): the embedded Ballista scheduler and `--grpc-port`,
-//! callbacks, the journal, metrics and OpenAPI. Flags for them are absent rather than ignored.
+//! Not built yet (said in the README): the embedded Ballista scheduler and its flags
+//! (`--grpc-port`, `--mode`, `--cluster-wait`, `--executor-timeout`), which are absent rather
+//! than ignored.
 
 use crate::api::{AppState, router};
 use crate::callbacks::{Callbacks, parse_schedule, parse_secret};
@@ -45,6 +46,9 @@ pub(crate) struct SchedulerArgs {
     /// The job journal; default `<output-dir>/.kallad`.
     #[arg(long, env = "KALLA_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// How long finished jobs stay queryable (status and journal) before they are forgotten.
+    #[arg(long, env = "KALLA_JOB_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    job_retention: Duration,
     /// On SIGTERM, how long running jobs may take to finish before they are cancelled.
     #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -101,6 +105,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         max_concurrent_jobs: args.max_concurrent_jobs,
         queue_capacity: args.queue_capacity,
         job_timeout: args.job_timeout,
+        retention: args.job_retention,
     });
     match manager.recover() {
         Ok(n) => tracing::info!(jobs = n, dir = %state_dir.display(), "journal loaded"),
@@ -109,6 +114,14 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let sweeper = Arc::clone(&manager);
+    let sweep_every = (args.job_retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(sweep_every).await;
+            sweeper.expire();
+        }
+    });
     let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from) };
     let addr = format!("{}:{}", args.bind_host, args.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {

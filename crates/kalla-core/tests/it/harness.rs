@@ -29,6 +29,10 @@ pub struct Outcome {
     pub counts: Counts,
     pub dir: PathBuf,
     pub summary: Value,
+    /// Rows and bytes the run read from its sources, by kind.
+    pub reads: std::collections::BTreeMap<String, kalla_core::progress::ReadCounts>,
+    /// Progress as it stood when the run ended.
+    pub progress: kalla_core::progress::ProgressSample,
 }
 
 impl Fixture {
@@ -67,10 +71,11 @@ impl Fixture {
         let job = JobRequest::from_value(request)?.validate()?;
         let ctx = new_session(partitions, None).unwrap();
         let planned = plan_job(ctx, job, self.config(roundtrip)).await?;
+        let tracker = std::sync::Arc::clone(&planned.reads);
         let outcome = planned.run(&NoObserver).await?;
         let dir = self.out.path().join(&outcome.output_paths.summary).parent().unwrap().to_path_buf();
         let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
-        Ok(Outcome { counts: outcome.counts, dir, summary })
+        Ok(Outcome { counts: outcome.counts, dir, summary, reads: tracker.counts(), progress: tracker.sample() })
     }
 
     /// Runs `request` as is and with plan round trips, asserts identical outputs, and returns the

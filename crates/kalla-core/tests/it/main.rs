@@ -3,5 +3,6 @@
 mod codec;
 mod formats;
 mod harness;
+mod progress;
 mod refusals;
 mod scenarios;

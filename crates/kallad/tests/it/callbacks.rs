@@ -15,6 +15,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Debug, Clone)]
 struct Received {
+    at: Instant,
     path: String,
     headers: HashMap<String, String>,
     body: Vec<u8>,
@@ -58,7 +59,7 @@ impl Receiver {
                 let mut body = vec![0; len];
                 reader.read_exact(&mut body).unwrap();
                 let code = if path.ends_with("/progress") { 200 } else { script.pop_front().unwrap_or(200) };
-                log.lock().unwrap().push(Received { path, headers, body });
+                log.lock().unwrap().push(Received { at: Instant::now(), path, headers, body });
                 let _ = write!(stream, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         });
@@ -123,6 +124,58 @@ fn complete_is_retried_with_one_webhook_id_and_signatures_that_verify() {
         body["output_paths"]["unmatched_left"],
         "demo/5c1f6a3e-2b1d-4c1e-9d53-0d6f6c2b8a10/unmatched_invoices.parquet"
     );
+    let text = d.get("/metrics").1.as_str().unwrap_or_default().to_string();
+    for line in [
+        "kalla_callback_attempts_total{kind=\"complete\",result=\"failed\"} 2",
+        "kalla_callback_attempts_total{kind=\"complete\",result=\"delivered\"} 1",
+        "kalla_callbacks_pending 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+}
+
+#[test]
+fn progress_rises_with_rows_read_at_most_once_a_second_and_stays_below_one_while_running() {
+    let receiver = Receiver::start(vec![]);
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &[]);
+    let mut job = long_job(data.path(), "progress");
+    job["callback_url"] = json!(format!("http://{}", receiver.addr));
+    let run_id = job["run_id"].as_str().unwrap().to_string();
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    // match_sql reads both 20,000-row sources once of their three passes: a third of the rows
+    // expected, while the quadratic join keeps the job running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let s = d.get(&format!("/api/jobs/{run_id}")).1;
+        if s["progress"].as_f64().unwrap() > 0.3 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "progress never rose: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status["status"], "running", "{status}");
+    assert!(status["progress"].as_f64().unwrap() < 1.0, "{status}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(d.post(&format!("/api/jobs/{run_id}/cancel"), &json!({})).0, 202);
+    d.wait_final(&run_id, Duration::from_secs(5));
+    let progress = receiver.finals("progress");
+    assert!(progress.len() >= 2, "{progress:?}");
+    let bodies: Vec<Value> = progress.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect();
+    for pair in progress.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(900),
+            "two progress callbacks within a second"
+        );
+    }
+    for pair in bodies.windows(2) {
+        assert!(pair[1]["progress"].as_f64() >= pair[0]["progress"].as_f64(), "{bodies:?}");
+        assert!(pair[1]["rows_read"].as_u64() >= pair[0]["rows_read"].as_u64(), "{bodies:?}");
+    }
+    let last = bodies.last().unwrap();
+    assert_eq!(last["run_id"], json!(run_id));
+    assert!(last["rows_read"].as_u64().unwrap() >= 40_000, "{last}");
+    assert!(last["progress"].as_f64().unwrap() < 1.0, "{last}");
 }
 
 #[test]

@@ -158,7 +158,15 @@ fn the_example_job_runs_over_http_and_resubmission_is_idempotent() {
     let (code, metrics) = d.get("/metrics");
     assert_eq!(code, 200);
     let text = metrics.as_str().unwrap_or_default().to_string();
+    // Both sources are keyed CSV files: each is read three times (match, anti join, checks).
+    let csv_bytes: u64 =
+        ["invoices.csv", "payments.csv"].iter().map(|f| std::fs::metadata(examples().join(f)).unwrap().len()).sum();
+    let rows_line = format!("kalla_source_rows_read_total{{kind=\"csv\"}} {}", 3 * (12 + 15));
+    let bytes_line = format!("kalla_source_bytes_read_total{{kind=\"csv\"}} {}", 3 * csv_bytes);
     for line in [
+        rows_line.as_str(),
+        bytes_line.as_str(),
+        "kalla_callbacks_pending 0",
         "kalla_jobs_total{outcome=\"succeeded\"} 1",
         "kalla_job_duration_seconds_count{mode=\"local\"} 1",
         "kalla_jobs_queued 0",
@@ -410,4 +418,46 @@ fn the_openapi_document_describes_the_api_and_its_error_codes() {
         assert!(codes.contains(&json!(c)), "{c} missing from {codes:?}");
     }
     assert!(doc["components"]["schemas"]["JobRequest"]["properties"].get("match_sql").is_some());
+}
+
+#[test]
+fn finished_jobs_are_forgotten_after_the_retention() {
+    let d = Daemon::start(&examples(), &["--job-retention", "2s"]);
+    let job = example_job();
+    let run_id = job["run_id"].as_str().unwrap();
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    assert_eq!(d.wait_final(run_id, Duration::from_secs(60))["status"], "succeeded");
+    let journal = d.out.path().join(format!(".kallad/{run_id}.jsonl"));
+    assert!(journal.is_file());
+    assert_eq!(d.get(&format!("/api/jobs/{run_id}")).0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.get(&format!("/api/jobs/{run_id}")).0 == 200 {
+        assert!(Instant::now() < deadline, "the job was never forgotten");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, e) = d.get(&format!("/api/jobs/{run_id}"));
+    assert_eq!((code, e["error"]["code"].as_str()), (404, Some("not_found")));
+    assert!(!journal.exists(), "the journal file of an expired job stays");
+    // Its outputs are the caller's and stay.
+    assert!(d.out.path().join("demo/5c1f6a3e-2b1d-4c1e-9d53-0d6f6c2b8a10/summary.json").is_file());
+}
+
+#[test]
+fn a_job_over_the_memory_limit_fails_clearly_and_the_daemon_lives_on() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &["--memory-limit", "64KiB", "--partitions", "1"]);
+    let mut job = long_job(data.path(), "mem");
+    // An equi-join on the key: the hash table of 20,000 rows cannot live in 64 KiB and a hash
+    // join's build side does not spill.
+    job["match_sql"] = json!("SELECT a.id AS aid, b.id AS bid FROM a JOIN b ON a.id = b.id");
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let s = d.wait_final(job["run_id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["error"]["code"], "memory_limit_exceeded", "{s}");
+    assert!(s["error"]["message"].as_str().unwrap().contains("--memory-limit"), "{s}");
+    assert!(!d.out.path().join("long/mem").exists());
+    assert_eq!(d.get("/health").0, 200);
+    let text = d.get("/metrics").1.as_str().unwrap_or_default().to_string();
+    assert!(text.lines().any(|l| l == "kalla_memory_pool_reserved_bytes 0"), "{text}");
+    assert!(text.lines().any(|l| l == "kalla_jobs_total{outcome=\"failed\"} 1"), "{text}");
 }
