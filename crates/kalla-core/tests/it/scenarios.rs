@@ -498,3 +498,31 @@ async fn composite_keys_travel_in_named_structs() {
     assert_eq!(tuples(&o.dir.join("unmatched_payments.parquet"), &["bank", "payment_no"]), set(&["BK3/9"]));
     assert_eq!(o.counts.unmatched["invoices"], Some(3));
 }
+
+/// The scenarios of `testdata/scenarios.json` (the scenarios above as data, shared with kallad's
+/// HTTP tests): each one's counts must be the ones written out in its `expect`.
+#[tokio::test]
+async fn every_shared_scenario_gives_its_expected_counts() {
+    use std::collections::BTreeMap;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios.json");
+    let scenarios: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap();
+    assert!(!scenarios.is_empty(), "no scenarios in {}", path.display());
+    for s in &scenarios {
+        let name = s["name"].as_str().expect("every scenario has a name");
+        let f = Fixture::new();
+        for (file, content) in s["files"].as_object().unwrap_or_else(|| panic!("{name}: no files")) {
+            f.file(file, content.as_str().unwrap());
+        }
+        let o = f
+            .run(job(s["match_sql"].as_str().unwrap(), s["sources"].clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let expect = &s["expect"];
+        let total: BTreeMap<String, u64> = serde_json::from_value(expect["total"].clone()).unwrap();
+        let unmatched: BTreeMap<String, Option<u64>> = serde_json::from_value(expect["unmatched"].clone()).unwrap();
+        assert_eq!(o.counts.matched, expect["matched"].as_u64().unwrap(), "{name}: matched");
+        assert_eq!(o.counts.total, total, "{name}: total");
+        assert_eq!(o.counts.unmatched, unmatched, "{name}: unmatched");
+    }
+}

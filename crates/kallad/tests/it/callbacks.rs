@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     at: Instant,
     path: String,
     headers: HashMap<String, String>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A minimal HTTP/1.1 receiver: answers final callbacks with the scripted statuses (then 200),
 /// everything else with 200, and records every request.
-struct Receiver {
-    addr: String,
+pub(crate) struct Receiver {
+    pub(crate) addr: String,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -66,11 +66,11 @@ impl Receiver {
         Receiver { addr, received }
     }
 
-    fn start(script: Vec<u16>) -> Receiver {
+    pub(crate) fn start(script: Vec<u16>) -> Receiver {
         Receiver::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
     }
 
-    fn finals(&self, kind: &str) -> Vec<Received> {
+    pub(crate) fn finals(&self, kind: &str) -> Vec<Received> {
         self.received.lock().unwrap().iter().filter(|r| r.path.ends_with(&format!("/{kind}"))).cloned().collect()
     }
 }
@@ -86,7 +86,7 @@ fn verify(r: &Received) {
     assert_eq!(r.headers["webhook-signature"], want, "signature of {r:?}");
 }
 
-fn wait_delivered(d: &Daemon, run_id: &str) -> Value {
+pub(crate) fn wait_delivered(d: &Daemon, run_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = d.get(&format!("/api/jobs/{run_id}")).1;

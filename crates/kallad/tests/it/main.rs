@@ -3,3 +3,4 @@
 mod callbacks;
 mod daemon;
 mod run_cmd;
+mod scenarios;
