@@ -93,6 +93,32 @@ pub enum ConnectorError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A source URI that cannot be used.
+    #[error("{message}")]
+    InvalidUri {
+        /// What is wrong.
+        message: String,
+    },
+    /// A Postgres server could not be reached or refused us.
+    #[error("{message}")]
+    Postgres {
+        /// What happened (credentials redacted).
+        message: String,
+    },
+    /// The Postgres table or view does not exist.
+    #[error("{message}")]
+    PgNotFound {
+        /// What is missing.
+        message: String,
+    },
+    /// A Postgres column of a type Kalla does not read.
+    #[error("column {column:?}: {message}")]
+    PgUnsupportedType {
+        /// The column.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
     /// DataFusion refused something.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
@@ -124,6 +150,10 @@ impl ConnectorError {
             ConnectorError::InvalidFilter { field, .. } => KallaError::at(ErrorCode::InvalidFilter, field, message),
             ConnectorError::Read { .. } => KallaError::at(ErrorCode::SourceReadFailed, uri, message),
             ConnectorError::Io { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
+            ConnectorError::InvalidUri { .. } => KallaError::at(ErrorCode::InvalidField, uri, message),
+            ConnectorError::Postgres { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
+            ConnectorError::PgNotFound { .. } => KallaError::at(ErrorCode::SourceNotFound, uri, message),
+            ConnectorError::PgUnsupportedType { .. } => KallaError::at(ErrorCode::UnsupportedSource, uri, message),
             ConnectorError::DataFusion(_) => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
         }
     }

@@ -9,6 +9,7 @@ pub mod decimal;
 mod error;
 pub mod file;
 pub mod filter;
+pub mod postgres;
 pub mod types;
 
 pub use error::ConnectorError;

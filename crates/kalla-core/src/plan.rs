@@ -15,6 +15,9 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use kalla_connectors::file::{FileEntry, open_file_source};
 use kalla_connectors::filter::filters_to_expr;
+use kalla_connectors::postgres::open_postgres_source;
+use kalla_connectors::postgres::scan::PgScanSpec;
+use kalla_connectors::postgres::snapshot::SnapshotRegistry;
 use kalla_connectors::types::sql_type_name;
 use kalla_recipe::{ErrorCode, FileFormat, KallaError, Source, SourceLocation, ValidatedJob};
 use serde::Serialize;
@@ -54,8 +57,11 @@ pub struct PlannedSource {
     pub files: Vec<FileEntry>,
     /// File format (file sources).
     pub format: Option<FileFormat>,
-    /// Rows expected before filters, when known without reading (Parquet metadata).
+    /// Rows expected before filters, when known without reading (Parquet metadata, CSV
+    /// sample, Postgres `reltuples`).
     pub expected_rows: Option<u64>,
+    /// What a Postgres source reads.
+    pub postgres: Option<PgScanSpec>,
 }
 
 /// A job ready to run.
@@ -78,6 +84,8 @@ pub struct PlannedJob {
     pub planned_at: String,
     /// The source scans of the plans this job runs: progress and rows/bytes read.
     pub reads: Arc<ReadTracker>,
+    /// The job's Postgres snapshots (armed when the run starts, released when the job is dropped).
+    pub snapshots: Arc<SnapshotRegistry>,
 }
 
 impl std::fmt::Debug for PlannedJob {
@@ -128,8 +136,11 @@ async fn open_source(
     ctx: &SessionContext,
     source: &Source,
     config: &EngineConfig,
+    run_id: &str,
+    snapshots: &Arc<SnapshotRegistry>,
 ) -> Result<PlannedSource, KallaError> {
     let table = source.alias.to_ascii_lowercase();
+    let mut postgres = None;
     let (frame, schema, files, format, expected_rows) = match &source.location {
         SourceLocation::File(path) => {
             let opened = open_file_source(&ctx.state(), source, path, &config.data_dir)
@@ -141,12 +152,13 @@ async fn open_source(
                 .map_err(|e| internal("building the source scan", e))?;
             (frame, opened.schema, opened.files, Some(opened.format), opened.expected_rows)
         }
-        SourceLocation::Postgres(_) => {
-            return Err(KallaError::at(
-                ErrorCode::UnsupportedSource,
-                format!("{}.uri", source.field),
-                "postgres:// sources are not available in this build yet",
-            ));
+        SourceLocation::Postgres(uri) => {
+            let opened = open_postgres_source(source, uri, run_id, Arc::clone(snapshots))
+                .await
+                .map_err(|e| e.into_kalla(&source.field))?;
+            let frame = ctx.read_table(opened.provider).map_err(|e| internal("building the source scan", e))?;
+            postgres = Some(opened.spec);
+            (frame, opened.schema, Vec::new(), None, opened.expected_rows)
         }
     };
     if let Some(key) = &source.key {
@@ -181,6 +193,7 @@ async fn open_source(
         files,
         format,
         expected_rows,
+        postgres,
     })
 }
 
@@ -195,9 +208,10 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
             format!("names starting with __kalla are reserved for kallad (such as {SOURCE_MARKER_PREFIX}…)"),
         ));
     }
+    let snapshots = Arc::new(SnapshotRegistry::new(&job.run_id.to_string()));
     let mut sources = Vec::with_capacity(job.sources.len());
     for source in &job.sources {
-        sources.push(open_source(&ctx, source, &config).await?);
+        sources.push(open_source(&ctx, source, &config, &job.run_id.to_string(), &snapshots).await?);
     }
     let match_plan = ctx.state().statement_to_plan(statement).await.map_err(planning_error)?;
     let output_columns: Vec<String> = match_plan.schema().fields().iter().map(|f| f.name().clone()).collect();
@@ -236,7 +250,7 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
     }
     let planned_at = crate::timestamp_now();
     let reads = Arc::new(read_tracker(&sources, &job));
-    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at, reads })
+    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at, reads, snapshots })
 }
 
 /// How many times a run reads a source: `match_sql`, then for a keyed source the anti join and
@@ -257,7 +271,8 @@ fn read_tracker(sources: &[PlannedSource], job: &ValidatedJob) -> ReadTracker {
         })
         .collect();
     let expected = sources.iter().map(|s| s.expected_rows.map(|r| r * passes(s))).collect();
-    ReadTracker::new(locations, expected, &job.run_id.to_string())
+    let aliases: Vec<String> = sources.iter().map(|s| s.alias.clone()).collect();
+    ReadTracker::new(&aliases, locations, expected, &job.run_id.to_string())
 }
 
 fn check_unique_columns(plan: &LogicalPlan) -> Result<(), KallaError> {

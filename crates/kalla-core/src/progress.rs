@@ -58,6 +58,8 @@ pub struct ProgressSample {
 pub struct ReadTracker {
     /// Object-store locations of each source's files → the source's index.
     locations: HashMap<String, usize>,
+    /// Source aliases: a Postgres partition's path is `kalla-pg/<alias>/<range>`.
+    aliases: HashMap<String, usize>,
     /// Marks the run's temporary output directory in a location.
     output_marker: String,
     /// Per source: rows expected over all passes, when known.
@@ -88,10 +90,33 @@ fn counter(node: &Arc<dyn ExecutionPlan>, name: &str) -> u64 {
 impl ReadTracker {
     /// A tracker for sources whose files have the given object-store locations (`locations[i]`
     /// for source `i`) and expected rows over all passes; `run_id` names the output directory.
-    pub fn new(locations: Vec<Vec<String>>, expected: Vec<Option<u64>>, run_id: &str) -> ReadTracker {
+    pub fn new(
+        aliases: &[String],
+        locations: Vec<Vec<String>>,
+        expected: Vec<Option<u64>>,
+        run_id: &str,
+    ) -> ReadTracker {
         let locations =
             locations.into_iter().enumerate().flat_map(|(i, ls)| ls.into_iter().map(move |l| (l, i))).collect();
-        ReadTracker { locations, output_marker: format!(".tmp-{run_id}"), expected, scans: Mutex::new(Vec::new()) }
+        let aliases = aliases.iter().enumerate().map(|(i, a)| (a.clone(), i)).collect();
+        ReadTracker {
+            locations,
+            aliases,
+            output_marker: format!(".tmp-{run_id}"),
+            expected,
+            scans: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn source_of(&self, location: &str) -> Option<usize> {
+        if let Some(i) = self.locations.get(location) {
+            return Some(*i);
+        }
+        let mut parts = location.split('/');
+        match (parts.next(), parts.next()) {
+            (Some("kalla-pg"), Some(alias)) => self.aliases.get(alias).copied(),
+            _ => None,
+        }
     }
 
     fn scans(&self) -> std::sync::MutexGuard<'_, Vec<Scan>> {
@@ -111,7 +136,7 @@ impl ReadTracker {
                         return;
                     }
                     if source.is_none() {
-                        source = self.locations.get(location).copied();
+                        source = self.source_of(location);
                     }
                     range_bytes += match &file.range {
                         Some(r) => u64::try_from(r.end.saturating_sub(r.start)).unwrap_or(0),
@@ -135,7 +160,7 @@ impl ReadTracker {
             let c = out.entry(scan.kind.clone()).or_default();
             c.rows += rows(&scan.node);
             c.bytes += match scan.kind.as_str() {
-                "parquet" => counter(&scan.node, "bytes_scanned"),
+                "parquet" | "postgres" => counter(&scan.node, "bytes_scanned"),
                 _ => {
                     let done = counter(&scan.node, "files_processed").min(scan.ranges);
                     scan.range_bytes.checked_div(scan.ranges).unwrap_or(0) * done

@@ -14,7 +14,7 @@ use crate::codec::roundtrip_physical_plan;
 use crate::lineage::KeyTrace;
 use crate::output::{TmpDir, write_parquet, write_synced};
 use crate::plan::{PlannedJob, PlannedSource};
-use crate::summary::{AuditSource, AuditTrail, FileAudit, SourceChecks, Summary};
+use crate::summary::{AuditSource, AuditTrail, FileAudit, PostgresAudit, SourceChecks, Summary};
 use datafusion::arrow::array::Array;
 use datafusion::common::{Column, DataFusionError, JoinType};
 use datafusion::functions::core::expr_fn::get_field;
@@ -303,6 +303,8 @@ impl PlannedJob {
         let started_at = crate::timestamp_now();
         let mut timings: BTreeMap<String, u64> = BTreeMap::new();
         let tmp = TmpDir::create(&self.output)?;
+        // From here on, Postgres scans read in the job's one snapshot per database.
+        self.snapshots.arm();
         let given = self.output.given.clone();
 
         observer.stage(Stage::Matching);
@@ -358,7 +360,8 @@ impl PlannedJob {
             started_at: Some(started_at),
             finished_at: Some(now),
         };
-        let summary = Summary { status, audit: self.audit(timings, checks) };
+        let snapshots = self.snapshots.audit().await;
+        let summary = Summary { status, audit: self.audit(timings, checks, &snapshots) };
         let bytes = serde_json::to_vec_pretty(&summary)
             .map_err(|e| KallaError::new(ErrorCode::Internal, format!("cannot encode summary.json: {e}")))?;
         write_synced(&tmp.path().join(SUMMARY_FILE), &bytes)?;
@@ -366,7 +369,12 @@ impl PlannedJob {
         Ok(RunOutcome { counts, output_paths, summary })
     }
 
-    fn audit(&self, timings: BTreeMap<String, u64>, checks: BTreeMap<String, SourceChecks>) -> AuditTrail {
+    fn audit(
+        &self,
+        timings: BTreeMap<String, u64>,
+        checks: BTreeMap<String, SourceChecks>,
+        snapshots: &BTreeMap<String, (String, String)>,
+    ) -> AuditTrail {
         AuditTrail {
             kallad_version: env!("CARGO_PKG_VERSION").to_string(),
             match_sql: self.job.match_sql.clone(),
@@ -382,6 +390,9 @@ impl PlannedJob {
                     primary_key: s.key.clone(),
                     filters: given.filters.clone(),
                     files: s.files.iter().map(FileAudit::from).collect(),
+                    postgres: s.postgres.as_ref().and_then(|p| snapshots.get(&p.location.database_key())).map(
+                        |(id, txid)| PostgresAudit { snapshot_id: id.clone(), txid_current_snapshot: txid.clone() },
+                    ),
                 })
                 .collect(),
             stage_timings_ms: timings,

@@ -45,6 +45,18 @@ pub struct AuditSource {
     pub filters: Vec<FilterSpec>,
     /// Files read, with size and modification time.
     pub files: Vec<FileAudit>,
+    /// For a Postgres source: the snapshot it was read in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresAudit>,
+}
+
+/// The snapshot a Postgres source was read in (shared by every source of its database).
+#[derive(Debug, Clone, Serialize)]
+pub struct PostgresAudit {
+    /// The exported snapshot id every reader imported.
+    pub snapshot_id: String,
+    /// `txid_current_snapshot()` of the exporting transaction.
+    pub txid_current_snapshot: String,
 }
 
 /// One file read.

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+/// On shutdown, how long final callbacks may take to get their first attempt out.
+const CALLBACK_DRAIN: Duration = Duration::from_secs(10);
+
 /// How often a running job's progress is read.
 const PROGRESS_TICK: Duration = Duration::from_millis(500);
 
@@ -102,6 +105,8 @@ pub(crate) struct JobManager {
     pub(crate) metrics: Metrics,
     state: Mutex<State>,
     permits: Arc<Semaphore>,
+    /// Final callbacks whose first attempt has not yet been made (drain waits for them).
+    unattempted: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for JobManager {
@@ -139,7 +144,13 @@ impl JobManager {
     pub(crate) fn new(config: ManagerConfig) -> Arc<JobManager> {
         let permits = Arc::new(Semaphore::new(config.max_concurrent_jobs.max(1)));
         let metrics = Metrics::new(config.memory_pool.clone());
-        Arc::new(JobManager { config, metrics, state: Mutex::new(State::default()), permits })
+        Arc::new(JobManager {
+            config,
+            metrics,
+            state: Mutex::new(State::default()),
+            permits,
+            unattempted: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -392,6 +403,7 @@ impl JobManager {
     /// Delivers the `complete`/`error` callback of a finished job on its own task.
     fn spawn_final_callback(self: &Arc<Self>, run_id: Uuid, url: String, kind: &'static str, body: Value) {
         let manager = Arc::clone(self);
+        self.unattempted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let span = tracing::info_span!("callback", %run_id, kind);
         tokio::spawn(
             async move {
@@ -404,6 +416,9 @@ impl JobManager {
                     .callbacks
                     .deliver(&target, &id, &body, |a| {
                         manager.metrics.callback_attempt(kind, a.error.is_none());
+                        if a.number == 1 {
+                            manager.unattempted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                         let mut state = manager.lock();
                         if let Some(job) = state.jobs.get_mut(&run_id) {
                             if let Some(c) = job.status.callback.as_mut() {
@@ -554,7 +569,7 @@ impl JobManager {
         loop {
             let (queued, running, _) = self.load();
             if queued == 0 && running == 0 {
-                return;
+                break;
             }
             if tokio::time::Instant::now() >= deadline {
                 for (token, _) in &tokens {
@@ -562,6 +577,12 @@ impl JobManager {
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The error callbacks of the jobs just shut down get their first attempt before exit;
+        // undelivered ones are delivered after the next start (journal).
+        let deadline = tokio::time::Instant::now() + CALLBACK_DRAIN;
+        while self.unattempted.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

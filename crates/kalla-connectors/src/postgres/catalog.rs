@@ -1,0 +1,117 @@
+//! What the catalog says about a source: its columns and their types, its kind, its size.
+
+use super::connect::{PgConnection, describe};
+use super::types::{PgType, resolve_scalar};
+use super::uri::PgLocation;
+use crate::error::ConnectorError;
+
+/// One column as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgColumn {
+    /// Name, exactly as in the catalog.
+    pub name: String,
+    /// Type as decoded.
+    pub pg_type: PgType,
+    /// The catalog's type name (for messages).
+    pub type_name: String,
+    /// True for unconstrained `numeric` (its decimal can be set by the source's `schema`).
+    pub unconstrained_numeric: bool,
+    /// True for `citext`, `bpchar` and enums: comparisons in Postgres differ from DataFusion's.
+    pub collated_differently: bool,
+}
+
+/// A table or view as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct PgTableInfo {
+    /// `relkind`: `r` table, `p` partitioned table, `v` view, `m` materialized view, `f` foreign.
+    pub relkind: char,
+    /// Columns in order.
+    pub columns: Vec<PgColumn>,
+    /// Pages now (`pg_relation_size / block_size`; 0 for views).
+    pub pages: i64,
+    /// `reltuples`: the planner's row estimate (-1 when never analyzed).
+    pub reltuples: f64,
+    /// `server_version_num`.
+    pub server_version: i32,
+}
+
+impl PgTableInfo {
+    /// True when ctid page ranges can split the scan: a plain table or materialized view on
+    /// Postgres ≥ 14 (TID range scans).
+    pub fn ctid_ranges_possible(&self) -> bool {
+        matches!(self.relkind, 'r' | 'm') && self.server_version >= 140_000
+    }
+}
+
+const RELATION: &str = "SELECT c.oid::int8, c.relkind::text, \
+     (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8, c.reltuples::float8, \
+     current_setting('server_version_num')::int4 \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')";
+
+const COLUMNS: &str = "WITH cols AS ( \
+       SELECT a.attnum, a.attname::text AS name, \
+              CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS tid, \
+              CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END AS typmod \
+       FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+       WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped) \
+     SELECT c.name, t.typname::text, t.typtype::text, t.typcategory::text, c.typmod, \
+            e.typname::text, e.typtype::text \
+     FROM cols c JOIN pg_type t ON t.oid = c.tid \
+     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+     ORDER BY c.attnum";
+
+/// Reads the catalog entry of the location's table or view.
+pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Result<PgTableInfo, ConnectorError> {
+    let failed = |e: tokio_postgres::Error| ConnectorError::Postgres {
+        message: format!("reading the catalog of {}: {}", location.redacted(), describe(&e)),
+    };
+    let rows = conn.query(RELATION, &[&location.schema, &location.table]).await.map_err(failed)?;
+    let Some(row) = rows.first() else {
+        return Err(ConnectorError::PgNotFound {
+            message: format!(
+                "table or view {}.{} does not exist in database {} (or the user may not see it)",
+                location.schema, location.table, location.dbname
+            ),
+        });
+    };
+    let oid: i64 = row.get(0);
+    let relkind: String = row.get(1);
+    let info_pages: i64 = row.get(2);
+    let reltuples: f64 = row.get(3);
+    let server_version: i32 = row.get(4);
+    let mut columns = Vec::new();
+    for r in conn.query(COLUMNS, &[&oid]).await.map_err(failed)? {
+        let name: String = r.get(0);
+        let typname: String = r.get(1);
+        let typtype: String = r.get(2);
+        let category: String = r.get(3);
+        let typmod: i32 = r.get(4);
+        let elem_name: Option<String> = r.get(5);
+        let elem_type: Option<String> = r.get(6);
+        let unsupported = |message: String| ConnectorError::PgUnsupportedType {
+            column: name.clone(),
+            message: format!("{message}; cast it in a view or leave the column out"),
+        };
+        let (pg_type, scalar_name, scalar_typtype) = match (category.as_str(), &elem_name, &elem_type) {
+            ("A", Some(en), Some(et)) => {
+                let s = resolve_scalar(en, et, typmod).map_err(|m| unsupported(format!("{m} (array of {en})")))?;
+                (PgType::Array(s), en.clone(), et.clone())
+            }
+            _ => {
+                let s = resolve_scalar(&typname, &typtype, typmod).map_err(unsupported)?;
+                (PgType::Scalar(s), typname.clone(), typtype.clone())
+            }
+        };
+        let unconstrained_numeric = scalar_name == "numeric" && typmod < 4 && matches!(pg_type, PgType::Scalar(_));
+        let collated_differently = matches!(scalar_name.as_str(), "citext" | "bpchar") || scalar_typtype == "e";
+        columns.push(PgColumn { name, pg_type, type_name: typname, unconstrained_numeric, collated_differently });
+    }
+    Ok(PgTableInfo {
+        relkind: relkind.chars().next().unwrap_or('r'),
+        columns,
+        pages: info_pages,
+        reltuples,
+        server_version,
+    })
+}

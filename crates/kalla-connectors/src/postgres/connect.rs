@@ -1,0 +1,195 @@
+//! Connections: TLS as `sslmode` asks, the per-host connection cap, and clean cancellation.
+
+use super::uri::{PgLocation, Tls};
+use crate::error::ConnectorError;
+use rustls::pki_types::pem::PemObject;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::Client;
+
+/// Connections one kallad process opens to one Postgres host at most (readers and snapshot
+/// holders together). Readers beyond it wait for a free connection.
+pub const CONNECTIONS_PER_HOST: usize = 16;
+
+static HOST_PERMITS: LazyLock<Mutex<HashMap<String, Arc<Semaphore>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn host_semaphore(host: &str) -> Arc<Semaphore> {
+    let mut map = HOST_PERMITS.lock().unwrap_or_else(|p| p.into_inner());
+    Arc::clone(map.entry(host.to_string()).or_insert_with(|| Arc::new(Semaphore::new(CONNECTIONS_PER_HOST))))
+}
+
+/// An open connection and its place under the host cap. Dropping it closes the connection; a
+/// statement still running is cancelled on the server first (so the backend leaves at once).
+pub struct PgConnection {
+    client: Client,
+    cancel: Option<(tokio_postgres::CancelToken, Tls)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConnection").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for PgConnection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl PgConnection {
+    /// Marks the work of this connection done: dropping it no longer cancels anything.
+    pub fn done(&mut self) {
+        self.cancel = None;
+    }
+}
+
+impl Drop for PgConnection {
+    fn drop(&mut self) {
+        if let Some((token, tls)) = self.cancel.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(async move {
+                let result = match make_tls(&tls) {
+                    Ok(Some(t)) => token.cancel_query(t).await,
+                    _ => token.cancel_query(tokio_postgres::NoTls).await,
+                };
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "cancelling a Postgres query failed");
+                }
+            });
+        }
+    }
+}
+
+/// A TLS verifier that accepts any certificate: `sslmode=require`/`prefer` encrypt without
+/// verifying, exactly as libpq does without a root certificate.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn make_tls(tls: &Tls) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match tls {
+        Tls::Disable => return Ok(None),
+        Tls::Prefer | Tls::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
+        Tls::VerifyFull { root_cert } => {
+            let mut roots = rustls::RootCertStore::empty();
+            match root_cert {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                        let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                        roots.add(cert).map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    }
+                }
+                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
+}
+
+/// Opens a connection named `kallad/<run_id>` under the host cap.
+pub async fn connect(location: &PgLocation, run_id: &str) -> Result<PgConnection, ConnectorError> {
+    let permit = host_semaphore(&location.host_key())
+        .acquire_owned()
+        .await
+        .map_err(|_| ConnectorError::Postgres { message: "the connection cap is closed".into() })?;
+    let config = location.config(&format!("kallad/{run_id}"));
+    let unreachable = |e: tokio_postgres::Error| ConnectorError::Postgres {
+        message: format!("cannot connect to {}: {}", location.redacted(), describe(&e)),
+    };
+    let tls = make_tls(&location.tls).map_err(|message| ConnectorError::Postgres { message })?;
+    let client = match tls {
+        Some(tls) => {
+            let (client, connection) = config.connect(tls).await.map_err(unreachable)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "Postgres connection ended");
+                }
+            });
+            client
+        }
+        None => {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(unreachable)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "Postgres connection ended");
+                }
+            });
+            client
+        }
+    };
+    let cancel = Some((client.cancel_token(), location.tls.clone()));
+    Ok(PgConnection { client, cancel, _permit: permit })
+}
+
+/// A Postgres error as one line: the server's message (with its SQLSTATE) or the client's.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => {
+            let text = e.to_string();
+            match std::error::Error::source(e) {
+                Some(cause) => format!("{text}: {cause}"),
+                None => text,
+            }
+        }
+    }
+}
+
+/// Quotes an identifier for SQL (`"` doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL (`'` doubled; `E''` never used, so backslashes are literal
+/// under `standard_conforming_strings`, which Kalla's connections require).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}

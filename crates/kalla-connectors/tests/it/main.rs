@@ -1,0 +1,3 @@
+//! Integration tests of the connectors against real servers.
+
+mod postgres;
