@@ -3,6 +3,7 @@
 mod codec;
 mod formats;
 mod harness;
+mod postgres;
 mod progress;
 mod refusals;
 mod scenarios;

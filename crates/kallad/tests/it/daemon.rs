@@ -19,6 +19,8 @@ pub(crate) struct Daemon {
     data: PathBuf,
     client: reqwest::blocking::Client,
     token: Option<String>,
+    /// Every log line the daemon wrote so far.
+    pub(crate) logs: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -28,13 +30,18 @@ impl Daemon {
 
     /// Starts a daemon on an existing output root (and so on its journal).
     pub(crate) fn start_in(data: &Path, out: Arc<tempfile::TempDir>, extra: &[&str]) -> Daemon {
+        Daemon::start_logging(data, out, extra, "info")
+    }
+
+    /// Starts a daemon logging at `level` (`RUST_LOG`).
+    pub(crate) fn start_logging(data: &Path, out: Arc<tempfile::TempDir>, extra: &[&str], level: &str) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
             .args(["scheduler", "--http-port", "0", "--data-dir"])
             .arg(data)
             .arg("--output-dir")
             .arg(out.path())
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .env("KALLA_LOG_FORMAT", "json")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -42,8 +49,11 @@ impl Daemon {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if let Ok(v) = serde_json::from_str::<Value>(&line)
                     && let Some(addr) = v["fields"]["addr"].as_str()
                 {
@@ -60,6 +70,7 @@ impl Daemon {
             data: data.to_path_buf(),
             client: reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
             token,
+            logs,
         }
     }
 

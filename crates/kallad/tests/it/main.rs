@@ -2,5 +2,6 @@
 
 mod callbacks;
 mod daemon;
+mod postgres;
 mod run_cmd;
 mod scenarios;

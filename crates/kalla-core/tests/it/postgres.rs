@@ -1,0 +1,113 @@
+//! Jobs whose sources live in Postgres give exactly the results of the same data in files.
+
+use crate::harness::{Fixture, all_rows, job};
+use kalla_testpg::{TestPg, server};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::Stdio;
+
+/// The Postgres type the engine's CSV inference would give a column: integers → int8, plain
+/// decimals → numeric(38, widest scale), anything else → text; a `schema` decimal wins.
+fn column_type(values: &[&str], declared: Option<&str>) -> String {
+    if let Some(d) = declared {
+        return d.replace("decimal", "numeric");
+    }
+    let present: Vec<&&str> = values.iter().filter(|v| !v.is_empty()).collect();
+    let integer = |v: &str| {
+        let digits = v.strip_prefix('-').unwrap_or(v);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
+    };
+    let decimal = |v: &str| {
+        let body = v.strip_prefix('-').unwrap_or(v);
+        match body.split_once('.') {
+            Some((i, f)) => {
+                !i.is_empty()
+                    && !f.is_empty()
+                    && (i.bytes().chain(f.bytes())).all(|b| b.is_ascii_digit())
+                    && (i == "0" || !i.starts_with('0'))
+            }
+            None => false,
+        }
+    };
+    if !present.is_empty() && present.iter().all(|v| integer(v)) {
+        "int8".into()
+    } else if !present.is_empty() && present.iter().all(|v| integer(v) || decimal(v)) {
+        let scale = present.iter().map(|v| v.split_once('.').map(|(_, f)| f.len()).unwrap_or(0)).max().unwrap_or(0);
+        format!("numeric(38,{scale})")
+    } else {
+        "text".into()
+    }
+}
+
+/// Loads a CSV text into a new table with `COPY FROM STDIN` through psql.
+fn load(pg: &TestPg, db: &str, table: &str, csv: &str, schema: &Value) {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let columns: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let values: Vec<&str> = rows.iter().map(|r| r.get(i).copied().unwrap_or("")).collect();
+            format!("\"{name}\" {}", column_type(&values, schema.get(*name).and_then(Value::as_str)))
+        })
+        .collect();
+    pg.psql(db, &format!("CREATE TABLE {table} ({})", columns.join(", ")));
+    let mut child = pg
+        .psql_command(db)
+        .args(["-c", &format!("\\copy {table} FROM STDIN WITH (FORMAT csv, HEADER true)")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(csv.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "loading {table}");
+    pg.psql(db, &format!("ANALYZE {table}"));
+}
+
+#[tokio::test]
+async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
+    let pg = server();
+    let db = pg.database("scenarios");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios.json");
+    let scenarios: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (n, s) in scenarios.iter().enumerate() {
+        let name = s["name"].as_str().unwrap();
+        let sql = s["match_sql"].as_str().unwrap();
+        let f = Fixture::new();
+        for (file, content) in s["files"].as_object().unwrap() {
+            f.file(file, content.as_str().unwrap());
+        }
+        let from_files = f.run_once(job(sql, s["sources"].clone()), false, 3).await.unwrap();
+        // The same files as tables, typed as the CSV inference types them.
+        let mut pg_sources = s["sources"].clone();
+        for src in pg_sources.as_array_mut().unwrap() {
+            let file = src["uri"].as_str().unwrap().to_string();
+            let table = format!("s{n}_{}", file.trim_end_matches(".csv"));
+            load(pg, &db, &table, s["files"][&file].as_str().unwrap(), &src["schema"]);
+            src["uri"] = json!(pg.uri(&db, &table));
+            src.as_object_mut().unwrap().remove("schema");
+        }
+        for (variant, partitions) in [("first in postgres", 1), ("both in postgres", 3), ("both, 7 partitions", 7)] {
+            let mut sources = s["sources"].clone();
+            sources[0] = pg_sources[0].clone();
+            if variant != "first in postgres" {
+                sources[1] = pg_sources[1].clone();
+            }
+            let mut request = job(sql, sources);
+            request["output_path"] = json!(format!("pg-{n}-{partitions}"));
+            let o = f.run_once(request, false, partitions).await.unwrap_or_else(|e| panic!("{name}, {variant}: {e}"));
+            assert_eq!(o.counts, from_files.counts, "{name}, {variant}");
+            for file in ["matched.parquet", "unmatched_invoices.parquet", "unmatched_payments.parquet"] {
+                let (a, b) = (from_files.dir.join(file), o.dir.join(file));
+                if a.exists() || b.exists() {
+                    assert_eq!(all_rows(&a), all_rows(&b), "{name}, {variant}: {file}");
+                }
+            }
+            // The audit trail names the snapshot the Postgres sources were read in, and no password.
+            let audit = &o.summary["audit"]["sources"][0];
+            assert!(audit["postgres"]["snapshot_id"].as_str().is_some_and(|id| !id.is_empty()), "{audit}");
+            assert!(audit["uri"].as_str().unwrap().contains(":***@"), "{audit}");
+            assert!(!o.summary.to_string().contains("secret"), "{name}: a password reached summary.json");
+        }
+    }
+}
