@@ -5,12 +5,14 @@
 //! - [`catalog`]: columns, types, kind and size of a table or view;
 //! - [`types`]: the exact Postgres → Arrow type mapping;
 //! - [`decode`]: the binary COPY decoder (the hot path);
+//! - [`pushdown`]: filters rendered into the `COPY` query where the meaning is identical;
 //! - [`snapshot`]: one exported snapshot per database per job;
 //! - [`scan`]: the `DataSourceExec`/`FileSource` scan over ctid page ranges.
 
 pub mod catalog;
 pub mod connect;
 pub mod decode;
+pub mod pushdown;
 pub mod scan;
 pub mod snapshot;
 pub mod types;

@@ -12,6 +12,7 @@
 use super::catalog::{PgColumn, PgTableInfo};
 use super::connect::{PgConnection, connect, describe, quote_ident, quote_literal};
 use super::decode::CopyDecoder;
+use super::pushdown::to_sql;
 use super::snapshot::SnapshotRegistry;
 use super::uri::{PgLocation, ScanMode};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -27,7 +28,7 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan, PhysicalExpr};
@@ -97,17 +98,22 @@ impl PgScanSpec {
     }
 
     /// The `COPY` statement of one range, selecting `columns` (indices into the table).
-    pub fn copy_sql(&self, columns: &[usize], range: PageRange, limit: Option<usize>) -> String {
+    pub fn copy_sql(&self, columns: &[usize], range: PageRange, filters: &[String], limit: Option<usize>) -> String {
         let list =
             columns.iter().filter_map(|i| self.columns.get(*i)).map(|c| quote_ident(&c.name)).collect::<Vec<_>>();
         let table = format!("{}.{}", quote_ident(&self.location.schema), quote_ident(&self.location.table));
         let mut sql = format!("COPY (SELECT {} FROM {table}", list.join(", "));
-        match range {
-            PageRange::All => {}
+        let mut conditions: Vec<String> = match range {
+            PageRange::All => vec![],
             PageRange::Pages { from, to: Some(to) } => {
-                sql.push_str(&format!(" WHERE ctid >= '({from},0)'::tid AND ctid < '({to},0)'::tid"));
+                vec![format!("ctid >= '({from},0)'::tid"), format!("ctid < '({to},0)'::tid")]
             }
-            PageRange::Pages { from, to: None } => sql.push_str(&format!(" WHERE ctid >= '({from},0)'::tid")),
+            PageRange::Pages { from, to: None } => vec![format!("ctid >= '({from},0)'::tid")],
+        };
+        conditions.extend(filters.iter().cloned());
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
         }
         if let Some(n) = limit {
             sql.push_str(&format!(" LIMIT {n}"));
@@ -173,20 +179,36 @@ impl TableProvider for PgTable {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: DataFusion re-applies every pushed filter to the rows read.
+        Ok(filters
+            .iter()
+            .map(|f| match to_sql(f, &self.spec.columns) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let pushed: Vec<String> = filters.iter().filter_map(|f| to_sql(f, &self.spec.columns)).collect();
+        // A LIMIT is pushed only when every filter went with it (otherwise the rows it keeps
+        // could be filtered away afterwards).
+        let limit = if pushed.len() == filters.len() { limit } else { None };
         let snapshot = self
             .registry
             .snapshot_for(&self.spec.location)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e.into_kalla(&format!("source {}", self.spec.alias)))))?
             .map(|s| s.id.clone());
-        let source = PgSource::new(Arc::clone(&self.spec), snapshot);
+        let mut source = PgSource::new(Arc::clone(&self.spec), snapshot);
+        source.filters = pushed;
         let groups = self.spec.file_groups(state.config().target_partitions());
         let mut statistics = Statistics::new_unknown(&self.schema);
         if self.spec.reltuples >= 0.0 {
@@ -207,6 +229,8 @@ impl TableProvider for PgTable {
 pub struct PgSource {
     spec: Arc<PgScanSpec>,
     snapshot: Option<String>,
+    /// Predicates added to every range's `WHERE` (see [`super::pushdown`]).
+    pub filters: Vec<String>,
     table_schema: TableSchema,
     projection: datafusion::datasource::projection::SplitProjection,
     batch_size: usize,
@@ -221,6 +245,7 @@ impl PgSource {
             projection: datafusion::datasource::projection::SplitProjection::unprojected(&table_schema),
             spec,
             snapshot,
+            filters: Vec::new(),
             table_schema,
             batch_size: 8192,
             metrics: ExecutionPlanMetricsSet::new(),
@@ -249,6 +274,7 @@ impl FileSource for PgSource {
             bytes: MetricBuilder::new(&self.metrics).counter("bytes_scanned", partition),
             spec: Arc::clone(&self.spec),
             snapshot: self.snapshot.clone(),
+            filters: self.filters.clone(),
             columns: self.projection.file_indices.clone(),
             batch_size: self.batch_size,
             limit: base_config.limit,
@@ -295,7 +321,11 @@ impl FileSource for PgSource {
     }
 
     fn fmt_extra(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, ", source={}, location={}", self.spec.alias, self.spec.location.redacted())
+        write!(f, ", source={}, location={}", self.spec.alias, self.spec.location.redacted())?;
+        if !self.filters.is_empty() {
+            write!(f, ", pushed={}", self.filters.join(" AND "))?;
+        }
+        Ok(())
     }
 
     fn apply_expressions(
@@ -311,6 +341,7 @@ struct PgOpener {
     bytes: Count,
     spec: Arc<PgScanSpec>,
     snapshot: Option<String>,
+    filters: Vec<String>,
     columns: Vec<usize>,
     batch_size: usize,
     limit: Option<usize>,
@@ -341,6 +372,7 @@ impl FileOpener for PgOpener {
         let columns = self.columns.clone();
         let batch_size = self.batch_size;
         let limit = self.limit;
+        let filters = self.filters.clone();
         let bytes = self.bytes.clone();
         Ok(Box::pin(async move {
             let alias = spec.alias.clone();
@@ -351,7 +383,7 @@ impl FileOpener for PgOpener {
                 begin.push_str(&format!(" SET TRANSACTION SNAPSHOT {};", quote_literal(id)));
             }
             conn.batch_execute(&begin).await.map_err(failed)?;
-            let sql = spec.copy_sql(&columns, range, limit);
+            let sql = spec.copy_sql(&columns, range, &filters, limit);
             tracing::debug!(source = %alias, %sql, "reading a Postgres range");
             let copy = Box::pin(conn.copy_out(sql.as_str()).await.map_err(failed)?);
             let schema = Arc::new(spec.schema().project(&columns)?);
@@ -416,7 +448,7 @@ mod tests {
         assert_eq!(PageRange::from_path("kalla-pg/t/pages-3-6").unwrap(), PageRange::Pages { from: 3, to: Some(6) });
         assert_eq!(PageRange::from_path("kalla-pg/t/pages-6-end").unwrap(), PageRange::Pages { from: 6, to: None });
         assert_eq!(
-            spec.copy_sql(&[], PageRange::Pages { from: 3, to: Some(6) }, Some(5)),
+            spec.copy_sql(&[], PageRange::Pages { from: 3, to: Some(6) }, &[], Some(5)),
             "COPY (SELECT  FROM \"public\".\"t\" WHERE ctid >= '(3,0)'::tid AND ctid < '(6,0)'::tid LIMIT 5) TO STDOUT (FORMAT binary)"
         );
     }

@@ -229,6 +229,41 @@ fn a_cancelled_job_sends_an_error_callback() {
 }
 
 #[test]
+fn sigterm_sends_the_error_callbacks_of_the_jobs_it_shuts_down_before_exiting() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(vec![]);
+    let mut d = Daemon::start(data.path(), &["--max-concurrent-jobs", "1", "--shutdown-grace", "200ms"]);
+    let mut ids = Vec::new();
+    for name in ["ta", "tb"] {
+        let mut job = long_job(data.path(), name);
+        job["callback_url"] = json!(format!("http://{}", receiver.addr));
+        assert_eq!(d.post("/api/jobs", &job).0, 202);
+        ids.push(job["run_id"].as_str().unwrap().to_string());
+    }
+    d.wait_status(&ids[0], "running");
+    let pid = d.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Both callbacks were received before the process was gone.
+    let errors = receiver.finals("error");
+    let mut got: Vec<(String, String)> = errors
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            (body["run_id"].as_str().unwrap().to_string(), body["code"].as_str().unwrap().to_string())
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = ids.iter().map(|i| (i.clone(), "shutting_down".to_string())).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn after_kill_9_unfinished_jobs_fail_with_daemon_restarted_and_their_error_callbacks_go_out() {
     let data = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![]);

@@ -13,7 +13,7 @@ fn repo_root() -> PathBuf {
 
 /// A running `kallad scheduler`; killed on drop.
 pub(crate) struct Daemon {
-    child: Child,
+    pub(crate) child: Child,
     base: String,
     pub(crate) out: Arc<tempfile::TempDir>,
     data: PathBuf,
