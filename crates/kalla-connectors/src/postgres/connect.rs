@@ -9,14 +9,28 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
 
 /// Connections one kallad process opens to one Postgres host at most (readers and snapshot
-/// holders together). Readers beyond it wait for a free connection.
-pub const CONNECTIONS_PER_HOST: usize = 16;
+/// holders together), unless `KALLA_PG_CONNECTIONS_PER_HOST` says otherwise. Readers beyond it
+/// wait for a free connection, at most [`CONNECTION_WAIT`].
+pub const DEFAULT_CONNECTIONS_PER_HOST: usize = 32;
+
+/// How long a reader waits for a connection under the cap before its job fails (rather than
+/// waiting forever when concurrent scans hold every connection).
+pub const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 static HOST_PERMITS: LazyLock<Mutex<HashMap<String, Arc<Semaphore>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// The per-host cap in force.
+pub fn connections_per_host() -> usize {
+    std::env::var("KALLA_PG_CONNECTIONS_PER_HOST")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_CONNECTIONS_PER_HOST)
+}
+
 fn host_semaphore(host: &str) -> Arc<Semaphore> {
     let mut map = HOST_PERMITS.lock().unwrap_or_else(|p| p.into_inner());
-    Arc::clone(map.entry(host.to_string()).or_insert_with(|| Arc::new(Semaphore::new(CONNECTIONS_PER_HOST))))
+    Arc::clone(map.entry(host.to_string()).or_insert_with(|| Arc::new(Semaphore::new(connections_per_host()))))
 }
 
 /// An open connection and its place under the host cap. Dropping it closes the connection; a
@@ -136,9 +150,16 @@ fn make_tls(tls: &Tls) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect
 
 /// Opens a connection named `kallad/<run_id>` under the host cap.
 pub async fn connect(location: &PgLocation, run_id: &str) -> Result<PgConnection, ConnectorError> {
-    let permit = host_semaphore(&location.host_key())
-        .acquire_owned()
+    let permit = tokio::time::timeout(CONNECTION_WAIT, host_semaphore(&location.host_key()).acquire_owned())
         .await
+        .map_err(|_| ConnectorError::Postgres {
+            message: format!(
+                "no free connection to {} for {}s: kallad's {} connections per host                  (KALLA_PG_CONNECTIONS_PER_HOST) are all in use; lower --partitions or raise the cap",
+                location.host_key(),
+                CONNECTION_WAIT.as_secs(),
+                connections_per_host()
+            ),
+        })?
         .map_err(|_| ConnectorError::Postgres { message: "the connection cap is closed".into() })?;
     let config = location.config(&format!("kallad/{run_id}"));
     let unreachable = |e: tokio_postgres::Error| ConnectorError::Postgres {

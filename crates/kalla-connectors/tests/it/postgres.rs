@@ -200,8 +200,13 @@ async fn views_and_partitioned_tables_fall_back_to_one_partition() {
          CREATE TABLE parted_b PARTITION OF parted FOR VALUES FROM (1000) TO (3000);
          INSERT INTO parted SELECT g, g / 10.0 FROM generate_series(0, 2999) g;",
     );
+    // sslmode=prefer (the default) falls back to plain text on a server without TLS; require
+    // does not.
+    let prefer = |table: &str| pg.uri(&db, table).replace("&sslmode=disable", "");
+    let e = open(&pg.uri(&db, "big").replace("sslmode=disable", "sslmode=require"), 1, json!({})).await.err().unwrap();
+    assert_eq!(e.code, ErrorCode::SourceUnreachable, "{}", e.message);
     for (table, count) in [("big_view", "15000"), ("parted", "3000")] {
-        let s = open(&pg.uri(&db, table), 4, json!({})).await.unwrap();
+        let s = open(&prefer(table), 4, json!({})).await.unwrap();
         let plan = s.ctx.sql("SELECT * FROM t").await.unwrap().create_physical_plan().await.unwrap();
         assert_eq!(plan.properties().output_partitioning().partition_count(), 1, "{table}");
         assert_eq!(rows(&s, "SELECT count(*) FROM t").await, vec![count.to_string()]);
