@@ -45,7 +45,8 @@ impl PgTableInfo {
 
 const RELATION: &str = "SELECT c.oid::int8, c.relkind::text, \
      (pg_relation_size(c.oid) / current_setting('block_size')::int8)::int8, c.reltuples::float8, \
-     current_setting('server_version_num')::int4 \
+     current_setting('server_version_num')::int4, \
+     has_table_privilege(c.oid, 'SELECT') AND has_schema_privilege(n.oid, 'USAGE') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')";
 
@@ -80,6 +81,15 @@ pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Resul
     let info_pages: i64 = row.get(2);
     let reltuples: f64 = row.get(3);
     let server_version: i32 = row.get(4);
+    let may_select: bool = row.get(5);
+    if !may_select {
+        return Err(ConnectorError::Postgres {
+            message: format!(
+                "permission denied: user {} may not SELECT from {}.{} (GRANT SELECT and USAGE on its schema)",
+                location.user, location.schema, location.table
+            ),
+        });
+    }
     let mut columns = Vec::new();
     for r in conn.query(COLUMNS, &[&oid]).await.map_err(failed)? {
         let name: String = r.get(0);

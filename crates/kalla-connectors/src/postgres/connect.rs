@@ -194,6 +194,9 @@ pub async fn connect(location: &PgLocation, run_id: &str) -> Result<PgConnection
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None if e.is_closed() => {
+            "the server closed the connection (it restarted, or the backend was terminated)".to_string()
+        }
         None => {
             let text = e.to_string();
             match std::error::Error::source(e) {

@@ -283,6 +283,39 @@ async fn hostile_identifiers_are_quoted_and_bad_credentials_or_hosts_are_refused
     // A table that does not exist.
     let e = open(&pg.uri(&db, "nope"), 1, json!({})).await.err().unwrap();
     assert_eq!(e.code, ErrorCode::SourceNotFound);
+    // A table the user may not read.
+    pg.psql(&db, "CREATE ROLE reader LOGIN; CREATE TABLE private (id int);");
+    let e = open(&format!("postgres://reader@127.0.0.1:{}/{db}?table=private&sslmode=disable", pg.port), 1, json!({}))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code, ErrorCode::SourceUnreachable);
+    assert!(e.message.contains("permission denied: user reader may not SELECT from public.private"), "{}", e.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_read_fails_the_read_clearly() {
+    let pg = server();
+    let db = pg.database("killed");
+    big_table(&db, 300_000);
+    let s = open(&pg.uri(&db, "big"), 2, json!({})).await.unwrap();
+    let mut stream = s.ctx.sql("SELECT * FROM t").await.unwrap().execute_stream().await.unwrap();
+    use futures::StreamExt;
+    assert!(stream.next().await.unwrap().unwrap().num_rows() > 0);
+    pg.psql(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'kallad/%' \
+         AND backend_type = 'client backend' AND query LIKE 'COPY%'",
+    );
+    let mut failure = None;
+    while let Some(next) = stream.next().await {
+        if let Err(e) = next {
+            failure = Some(e.to_string());
+            break;
+        }
+    }
+    let failure = failure.expect("the read ended without an error after its backends were killed");
+    assert!(failure.contains("source t: the server closed the connection"), "{failure}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
