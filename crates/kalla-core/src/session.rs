@@ -20,6 +20,11 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
         SessionConfig::new().with_target_partitions(target_partitions.max(1)).with_information_schema(false);
     // `0.01` is a decimal, not a float: tolerance arithmetic on money must be exact.
     config.options_mut().sql_parser.parse_float_as_decimal = true;
+    // A scan's file groups are its partitions. With work stealing (on by default in DataFusion
+    // 55) sibling partitions share one queue of every file of the scan; a task that runs one
+    // partition elsewhere (a Ballista executor) would then read every file. Kalla's scans are
+    // partitioned on purpose (Postgres page ranges), so each partition reads its own group.
+    config.options_mut().execution.enable_file_stream_work_stealing = false;
     config
 }
 

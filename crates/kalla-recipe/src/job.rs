@@ -31,8 +31,8 @@ pub struct JobRequest {
     pub output_path: String,
 }
 
-/// One source of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// One source of a job. `Debug` redacts the URI's password.
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// The table name `match_sql` uses: a plain SQL identifier.
@@ -54,6 +54,20 @@ pub struct SourceSpec {
     /// Row filters applied to the source before matching.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<FilterSpec>,
+}
+
+impl std::fmt::Debug for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSpec")
+            .field("alias", &self.alias)
+            .field("uri", &crate::redact::redact_uri(&self.uri))
+            .field("format", &self.format)
+            .field("csv", &self.csv)
+            .field("schema", &self.schema)
+            .field("primary_key", &self.primary_key)
+            .field("filters", &self.filters)
+            .finish()
+    }
 }
 
 /// A file format.
@@ -165,13 +179,22 @@ pub struct Filter {
     pub field: String,
 }
 
-/// Where a source's data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a source's data lives. `Debug` redacts a Postgres URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum SourceLocation {
     /// A file or directory path (a `file://` URL is turned into its path).
     File(String),
     /// A `postgres://` or `postgresql://` URL.
     Postgres(String),
+}
+
+impl std::fmt::Debug for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceLocation::File(p) => f.debug_tuple("File").field(p).finish(),
+            SourceLocation::Postgres(u) => f.debug_tuple("Postgres").field(&crate::redact::redact_uri(u)).finish(),
+        }
+    }
 }
 
 /// A source after static validation.
@@ -605,5 +628,20 @@ mod tests {
         assert!(matches!(classify_uri("postgresql://u@h/db?table=t").unwrap(), SourceLocation::Postgres(_)));
         assert_eq!(classify_uri("s3://b/k.csv").unwrap_err().code, ErrorCode::UnsupportedSource);
         assert_eq!(classify_uri("http://x/y.csv").unwrap_err().code, ErrorCode::UnsupportedSource);
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let request = serde_json::json!({
+            "run_id": "5c1f6a3e-2b1d-4c1e-9d53-0d6f6c2b8a10",
+            "match_sql": "SELECT * FROM t",
+            "sources": [{"alias": "t", "uri": "postgres://kalla:hunter2@db:5432/x?table=t"}],
+            "output_path": "out"
+        });
+        let parsed = JobRequest::from_value(request).unwrap();
+        assert!(!format!("{parsed:?}").contains("hunter2"));
+        let job = parsed.validate().unwrap();
+        let shown = format!("{job:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("kalla:***@db"), "{shown}");
     }
 }

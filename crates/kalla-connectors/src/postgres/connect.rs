@@ -10,12 +10,10 @@ use tokio_postgres::Client;
 
 /// Connections one kallad process opens to one Postgres host at most (readers and snapshot
 /// holders together), unless `KALLA_PG_CONNECTIONS_PER_HOST` says otherwise. Readers beyond it
-/// wait for a free connection, at most [`CONNECTION_WAIT`].
+/// wait for a free connection (as long as it takes; cancel and `--job-timeout` still apply). A
+/// scan never has more ranges than the cap. Snapshot holders (one per database per job) are
+/// not counted.
 pub const DEFAULT_CONNECTIONS_PER_HOST: usize = 32;
-
-/// How long a reader waits for a connection under the cap before its job fails (rather than
-/// waiting forever when concurrent scans hold every connection).
-pub const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 static HOST_PERMITS: LazyLock<Mutex<HashMap<String, Arc<Semaphore>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
@@ -38,7 +36,7 @@ fn host_semaphore(host: &str) -> Arc<Semaphore> {
 pub struct PgConnection {
     client: Client,
     cancel: Option<(tokio_postgres::CancelToken, Tls)>,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -150,17 +148,24 @@ fn make_tls(tls: &Tls) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect
 
 /// Opens a connection named `kallad/<run_id>` under the host cap.
 pub async fn connect(location: &PgLocation, run_id: &str) -> Result<PgConnection, ConnectorError> {
-    let permit = tokio::time::timeout(CONNECTION_WAIT, host_semaphore(&location.host_key()).acquire_owned())
+    let permit = host_semaphore(&location.host_key())
+        .acquire_owned()
         .await
-        .map_err(|_| ConnectorError::Postgres {
-            message: format!(
-                "no free connection to {} for {}s: kallad's {} connections per host                  (KALLA_PG_CONNECTIONS_PER_HOST) are all in use; lower --partitions or raise the cap",
-                location.host_key(),
-                CONNECTION_WAIT.as_secs(),
-                connections_per_host()
-            ),
-        })?
         .map_err(|_| ConnectorError::Postgres { message: "the connection cap is closed".into() })?;
+    connect_with(location, run_id, Some(permit)).await
+}
+
+/// Opens a connection outside the host cap (snapshot holders: one per database per job, so
+/// readers waiting for the cap can never starve the transaction they need).
+pub async fn connect_uncapped(location: &PgLocation, run_id: &str) -> Result<PgConnection, ConnectorError> {
+    connect_with(location, run_id, None).await
+}
+
+async fn connect_with(
+    location: &PgLocation,
+    run_id: &str,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<PgConnection, ConnectorError> {
     let config = location.config(&format!("kallad/{run_id}"));
     let unreachable = |e: tokio_postgres::Error| ConnectorError::Postgres {
         message: format!("cannot connect to {}: {}", location.redacted(), describe(&e)),

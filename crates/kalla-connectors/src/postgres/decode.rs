@@ -23,6 +23,9 @@ use datafusion::arrow::datatypes::{Field, IntervalMonthDayNano, SchemaRef, i256}
 use std::sync::Arc;
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+/// A batch is flushed early once its values reach this many bytes: Arrow's text and binary
+/// builders hold at most 2 GiB per array.
+const MAX_BATCH_BYTES: usize = 256 << 20;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Days from 1970-01-01 to 2000-01-01.
@@ -92,33 +95,58 @@ fn numeric_special(sign: u16) -> Result<bool, String> {
     }
 }
 
+/// Full digit groups, the cut last group as `(value, digits kept)`, and the power of ten left.
+type TrimmedDigits = (Vec<u16>, Option<(u16, u32)>, i32);
+
+/// Plans the digit groups of a numeric for a target `scale` without overshooting: trailing
+/// groups beyond the scale must be zero (dropped), and the last group kept is cut to the digits
+/// the scale keeps. Returns the full groups, the cut last group as `(value, digits kept)`, and
+/// the power of ten still to multiply by; `None` when a nonzero digit lies beyond the scale.
+fn trim_groups(digits: &[u8], weight: i16, ndigits: i16, scale: i8) -> Option<TrimmedDigits> {
+    let mut groups: Vec<u16> = digits.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect();
+    // Value = groups as an integer × 10^exp at the target scale.
+    let mut exp = 4 * (weight as i32 - (ndigits as i32 - 1)) + scale as i32;
+    while exp <= -4 {
+        match groups.pop() {
+            Some(0) | None => exp += 4,
+            Some(_) => return None,
+        }
+    }
+    if exp < 0 {
+        let cut = (-exp) as u32;
+        let Some(d) = groups.pop() else { return Some((groups, None, 0)) };
+        let divisor = 10u16.pow(cut);
+        if d % divisor != 0 {
+            return None;
+        }
+        return Some((groups, Some((d / divisor, 4 - cut)), 0));
+    }
+    Some((groups, None, exp))
+}
+
 /// Decodes a numeric into an i128 at `scale` digits after the point, or says why it cannot be
 /// exact (digits beyond the scale, more than `precision` digits).
 pub fn numeric_i128(b: &[u8], precision: u8, scale: i8) -> Result<i128, String> {
     let (ndigits, weight, sign, digits) = numeric_parts(b)?;
     let negative = numeric_special(sign)?;
     let too_big = || format!("a value does not fit numeric({precision},{scale}) (declare a wider decimal in schema)");
+    let lose = || {
+        format!(
+            "a value has more than {scale} digits after the point and would lose digits as \
+             decimal({precision},{scale}) (declare a wider scale in schema)"
+        )
+    };
+    let (groups, last, mut exp) = trim_groups(digits, weight, ndigits, scale).ok_or_else(lose)?;
     let mut acc: i128 = 0;
-    for pair in digits.chunks_exact(2) {
-        let d = u16::from_be_bytes([pair[0], pair[1]]) as i128;
-        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d)).ok_or_else(too_big)?;
+    for d in groups {
+        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(d as i128)).ok_or_else(too_big)?;
     }
-    // acc holds value × 10000^(ndigits − 1 − weight); bring it to value × 10^scale.
-    let exp = 4 * (weight as i32 - (ndigits as i32 - 1)) + scale as i32;
-    if exp >= 0 {
-        for _ in 0..exp {
-            acc = acc.checked_mul(10).ok_or_else(too_big)?;
-        }
-    } else {
-        for _ in 0..(-exp) {
-            if acc % 10 != 0 {
-                return Err(format!(
-                    "a value has more than {scale} digits after the point and would lose digits as \
-                     decimal({precision},{scale}) (declare a wider scale in schema)"
-                ));
-            }
-            acc /= 10;
-        }
+    if let Some((d, keep)) = last {
+        acc = acc.checked_mul(10i128.pow(keep)).and_then(|a| a.checked_add(d as i128)).ok_or_else(too_big)?;
+    }
+    while exp > 0 {
+        acc = acc.checked_mul(10).ok_or_else(too_big)?;
+        exp -= 1;
     }
     if acc >= 10i128.pow(precision as u32) {
         return Err(too_big());
@@ -132,23 +160,24 @@ pub fn numeric_i256(b: &[u8], precision: u8, scale: i8) -> Result<i256, String> 
     let negative = numeric_special(sign)?;
     let too_big = || format!("a value does not fit numeric({precision},{scale})");
     let ten = i256::from_i128(10);
+    let (groups, last, mut exp) = trim_groups(digits, weight, ndigits, scale)
+        .ok_or_else(|| format!("a value has more than {scale} digits after the point and would lose digits"))?;
     let mut acc = i256::ZERO;
-    for pair in digits.chunks_exact(2) {
-        let d = i256::from_i128(u16::from_be_bytes([pair[0], pair[1]]) as i128);
-        acc = acc.checked_mul(i256::from_i128(10_000)).and_then(|a| a.checked_add(d)).ok_or_else(too_big)?;
+    for d in groups {
+        acc = acc
+            .checked_mul(i256::from_i128(10_000))
+            .and_then(|a| a.checked_add(i256::from_i128(d as i128)))
+            .ok_or_else(too_big)?;
     }
-    let exp = 4 * (weight as i32 - (ndigits as i32 - 1)) + scale as i32;
-    if exp >= 0 {
-        for _ in 0..exp {
-            acc = acc.checked_mul(ten).ok_or_else(too_big)?;
-        }
-    } else {
-        for _ in 0..(-exp) {
-            if acc.checked_rem(ten) != Some(i256::ZERO) {
-                return Err(format!("a value has more than {scale} digits after the point and would lose digits"));
-            }
-            acc = acc.checked_div(ten).ok_or_else(too_big)?;
-        }
+    if let Some((d, keep)) = last {
+        acc = acc
+            .checked_mul(i256::from_i128(10i128.pow(keep)))
+            .and_then(|a| a.checked_add(i256::from_i128(d as i128)))
+            .ok_or_else(too_big)?;
+    }
+    while exp > 0 {
+        acc = acc.checked_mul(ten).ok_or_else(too_big)?;
+        exp -= 1;
     }
     let limit = ten.checked_pow(precision as u32).ok_or_else(too_big)?;
     if acc >= limit {
@@ -382,6 +411,8 @@ pub struct CopyDecoder {
     types: Vec<PgType>,
     builders: Vec<Builder>,
     rows: usize,
+    /// Bytes of the rows buffered.
+    bytes: usize,
     batch_size: usize,
     header_done: bool,
     finished: bool,
@@ -412,6 +443,7 @@ impl CopyDecoder {
             types,
             builders,
             rows: 0,
+            bytes: 0,
             batch_size,
             header_done: false,
             finished: false,
@@ -431,7 +463,7 @@ impl CopyDecoder {
 
     /// True when a batch is full.
     pub fn batch_full(&self) -> bool {
-        self.rows >= self.batch_size
+        self.rows >= self.batch_size || self.bytes >= MAX_BATCH_BYTES
     }
 
     /// Feeds a chunk of the COPY stream.
@@ -513,6 +545,7 @@ impl CopyDecoder {
                 }
             }
             self.rows += 1;
+            self.bytes += end - pos;
             pos = end;
         }
         Ok(Step::Consumed)
@@ -532,6 +565,7 @@ impl CopyDecoder {
         }
         let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(self.rows));
         self.rows = 0;
+        self.bytes = 0;
         let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
             .map_err(|e| stream_error(e.to_string()))?;
         debug_assert!(batch.columns().iter().all(|c| c.len() == batch.num_rows()));
@@ -575,6 +609,14 @@ mod tests {
         assert_eq!(numeric_i128(&numeric(1, 0, 0, &[1]), 12, 2), Ok(1_000_000));
         // zero has no digits
         assert_eq!(numeric_i128(&numeric(0, 0, 2, &[]), 12, 2), Ok(0));
+        // 2e34 + 0.50 at numeric(38,2): the padded last group must not overflow on the way.
+        let mut groups = vec![200u16];
+        groups.extend([0u16; 8]);
+        groups.push(5000);
+        assert_eq!(numeric_i128(&numeric(8, 0, 2, &groups), 38, 2), Ok(2 * 10i128.pow(36) + 50));
+        // 0.0001 does not fit scale 2; 0.0100 does.
+        assert!(numeric_i128(&numeric(-1, 0, 4, &[1]), 12, 2).is_err());
+        assert_eq!(numeric_i128(&numeric(-1, 0, 4, &[100]), 12, 2), Ok(1));
         // 1.005 into scale 2 loses a digit
         assert!(numeric_i128(&numeric(0, 0, 3, &[1, 50]), 12, 2).unwrap_err().contains("lose digits"));
         // 10^12 does not fit numeric(12,2)

@@ -49,9 +49,11 @@ pub async fn open_postgres_source(
     registry: Arc<snapshot::SnapshotRegistry>,
 ) -> Result<OpenedPgSource, ConnectorError> {
     let location = uri::PgLocation::parse(uri)?;
-    let conn = connect::connect(&location, run_id).await?;
-    let mut info = catalog::describe_table(&conn, &location).await?;
+    let mut conn = connect::connect(&location, run_id).await?;
+    let described = catalog::describe_table(&conn, &location).await;
+    conn.done();
     drop(conn);
+    let mut info = described?;
     for (name, declared) in &source.schema {
         let Some(column) = info.columns.iter_mut().find(|c| &c.name == name) else {
             return Err(ConnectorError::UnknownSchemaColumn {

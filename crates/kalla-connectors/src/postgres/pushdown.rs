@@ -3,8 +3,9 @@
 //! A predicate is translated when it is made of comparisons (`=`, `<>`, `<`, `<=`, `>`, `>=`),
 //! `BETWEEN`, `IN` lists and `IS [NOT] NULL` between one column and literals, combined with
 //! `AND`, `OR` and `NOT`, over columns whose comparison means the same on both sides:
-//! bool, integers, `numeric`, date, timestamp, timestamptz, and text/varchar/name compared under
-//! `COLLATE "C"` (byte order, as DataFusion compares strings). Never on floats (NaN and -0
+//! bool, integers, `numeric`, date, timestamp, timestamptz, and text/varchar compared under
+//! `COLLATE "C"` (byte order, as DataFusion compares strings; not `name`, whose literals are
+//! truncated to 63 bytes). Never on floats (NaN and -0
 //! ordering), citext, `char(n)`, enums, json, uuid, bytea or arrays, and never through casts or
 //! functions. Values are rendered as literals (COPY takes no parameters): numbers from their
 //! digits, text with quotes doubled (connections run with `standard_conforming_strings=on`, so
@@ -104,7 +105,8 @@ fn pushable(column: &PgColumn) -> bool {
             | PgScalar::Date
             | PgScalar::Timestamp
             | PgScalar::TimestampTz => true,
-            PgScalar::Text => matches!(column.type_name.as_str(), "text" | "varchar" | "name"),
+            // Not `name`: a literal compared with it is cut to 63 bytes first.
+            PgScalar::Text => matches!(column.type_name.as_str(), "text" | "varchar"),
             _ => false,
         },
     }

@@ -10,7 +10,7 @@
 //! (FORMAT binary)` through the [`CopyDecoder`] into batches.
 
 use super::catalog::{PgColumn, PgTableInfo};
-use super::connect::{PgConnection, connect, describe, quote_ident, quote_literal};
+use super::connect::{PgConnection, connect, connections_per_host, describe, quote_ident, quote_literal};
 use super::decode::CopyDecoder;
 use super::pushdown::to_sql;
 use super::snapshot::SnapshotRegistry;
@@ -54,6 +54,8 @@ pub struct PgScanSpec {
     pub pages: i64,
     /// `reltuples` when planned.
     pub reltuples: f64,
+    /// `relkind` (`r`, `p`, `v`, `m`, `f`).
+    pub relkind: char,
 }
 
 impl PgScanSpec {
@@ -67,6 +69,7 @@ impl PgScanSpec {
             columns: info.columns.clone(),
             pages: info.pages,
             reltuples: info.reltuples,
+            relkind: info.relkind,
         }
     }
 
@@ -86,7 +89,8 @@ impl PgScanSpec {
         if !self.ctid_ranges || partitions <= 1 || self.pages <= 1 {
             return vec![FileGroup::new(vec![file(format!("kalla-pg/{}/all", self.alias))])];
         }
-        let n = partitions.min(usize::try_from(self.pages).unwrap_or(usize::MAX));
+        // Never more ranges than connections a scan may hold at once.
+        let n = partitions.min(usize::try_from(self.pages).unwrap_or(usize::MAX)).min(connections_per_host());
         let pages = self.pages as i128;
         let bound = |i: usize| (pages * i as i128 / n as i128) as i64;
         (0..n)
@@ -203,7 +207,7 @@ impl TableProvider for PgTable {
         let limit = if pushed.len() == filters.len() { limit } else { None };
         let snapshot = self
             .registry
-            .snapshot_for(&self.spec.location)
+            .snapshot_for(&self.spec)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e.into_kalla(&format!("source {}", self.spec.alias)))))?
             .map(|s| s.id.clone());
@@ -217,6 +221,8 @@ impl TableProvider for PgTable {
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
             .with_file_groups(groups)
             .with_statistics(statistics)
+            // Each partition reads its own range: no work stealing between partitions.
+            .with_preserve_order(true)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
@@ -435,6 +441,7 @@ mod tests {
             ctid_ranges: true,
             pages: 10,
             reltuples: 0.0,
+            relkind: 'r',
         };
         let paths = |n| {
             spec.file_groups(n)

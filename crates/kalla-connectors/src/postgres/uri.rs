@@ -94,14 +94,25 @@ impl PgLocation {
             return Err(invalid("the URI must name one database: postgres://user@host:5432/db?table=t"));
         }
         let (mut table, mut schema, mut sslmode, mut rootcert, mut scan) = (None, None, None, None, ScanMode::Ctid);
-        for (k, v) in url.query_pairs() {
-            match k.as_ref() {
+        // Percent-decoding only: `+` stays a plus, as libpq reads it (not a form-encoded space).
+        let pairs = url
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                Ok((decode(k)?, decode(v)?))
+            })
+            .collect::<Result<Vec<(String, String)>, ConnectorError>>()?;
+        for (k, v) in pairs {
+            match k.as_str() {
                 "table" => table = Some(v.to_string()),
                 "schema" => schema = Some(v.to_string()),
                 "sslmode" => sslmode = Some(v.to_string()),
                 "sslrootcert" => rootcert = Some(v.to_string()),
                 "scan" => {
-                    scan = match v.as_ref() {
+                    scan = match v.as_str() {
                         "ctid" => ScanMode::Ctid,
                         "single" => ScanMode::Single,
                         other => return Err(invalid(format!("scan={other:?}: use ctid or single"))),
@@ -153,9 +164,10 @@ impl PgLocation {
         )
     }
 
-    /// One database as the snapshot registry and the connection cap see it.
+    /// One database as the snapshot registry sees it (whatever user reads it: a snapshot can
+    /// be imported by any session of the same database).
     pub fn database_key(&self) -> String {
-        format!("{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+        format!("{}:{}/{}", self.host, self.port, self.dbname)
     }
 
     /// `host:port`, for the per-host connection cap.
@@ -217,7 +229,8 @@ mod tests {
         assert_eq!((l.dbname.as_str(), l.schema.as_str(), l.table.as_str()), ("ledger", "Acc ts", "Invoices"));
         assert_eq!((l.tls.clone(), l.scan), (Tls::Prefer, ScanMode::Ctid));
         assert_eq!(format!("{l:?}"), "postgres://kalla:***@db.example:6543/ledger?schema=Acc ts&table=Invoices");
-        let l = PgLocation::parse("postgresql://u@h/db?table=t&sslmode=disable&scan=single").unwrap();
+        let l = PgLocation::parse("postgresql://u@h/db?table=a+b%2Bc&sslmode=disable&scan=single").unwrap();
+        assert_eq!(l.table, "a+b+c");
         assert_eq!(
             (l.port, l.schema.as_str(), l.tls.clone(), l.scan),
             (5432, "public", Tls::Disable, ScanMode::Single)

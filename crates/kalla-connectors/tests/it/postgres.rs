@@ -386,3 +386,27 @@ async fn filters_that_translate_exactly_run_in_postgres_with_hostile_values_quot
     let shown = plan("SELECT id FROM t WHERE score > 1.0").await;
     assert!(!shown.contains("pushed="), "{shown}");
 }
+
+#[tokio::test]
+async fn a_job_locks_its_tables_and_refuses_a_table_changed_since_submission() {
+    let pg = server();
+    let db = pg.database("locks");
+    pg.psql(&db, "CREATE TABLE t (id int8, amount int8); INSERT INTO t VALUES (1, 100), (2, 200);");
+    let s = open(&pg.uri(&db, "t"), 2, json!({})).await.unwrap();
+    let plan = s.ctx.sql("SELECT sum(amount) FROM t").await.unwrap().create_physical_plan().await.unwrap();
+    // The job holds ACCESS SHARE: TRUNCATE (which would empty the table for the job's snapshot)
+    // has to wait for it.
+    let out = pg.psql_command(&db).args(["-c", "SET lock_timeout = '300ms'; TRUNCATE t"]).output().unwrap();
+    assert!(!out.status.success(), "TRUNCATE ran while a job read the table");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lock timeout"), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = render(&datafusion::physical_plan::collect(plan, s.ctx.task_ctx()).await.unwrap());
+    assert_eq!(got, vec!["300"]);
+    drop(s);
+
+    // A column whose type changed between submission and run fails the job instead of being
+    // decoded with the old type (float8 bits read as int8).
+    let s = open(&pg.uri(&db, "t"), 1, json!({})).await.unwrap();
+    pg.psql(&db, "ALTER TABLE t ALTER COLUMN amount TYPE float8");
+    let err = s.ctx.sql("SELECT amount FROM t").await.unwrap().collect().await.unwrap_err().to_string();
+    assert!(err.contains("changed since the job was submitted (column amount int8 is now amount float8)"), "{err}");
+}
