@@ -28,11 +28,10 @@ PSQL=("$PGBIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PORT" -U kalla -d postgres -v 
 echo "loading $ROWS rows" >&2
 "${PSQL[@]}" -c "CREATE TABLE invoices (id bigint, ref text, amount numeric(12,2), customer text, issued date,
   status text, created_at timestamptz);
-  INSERT INTO invoices SELECT g, 'INV-' || lpad(g::text, 9, '0'), ((g * 7919) % 10000000) / 100.0,
+  INSERT INTO invoices SELECT g, 'INV-' || lpad(g::text, 9, '0'), ((g::int8 * 7919) % 10000000) / 100.0,
     'CUST-' || (g % 50000), DATE '2025-01-01' + (g % 365), (ARRAY['open','paid','void'])[1 + g % 3],
     TIMESTAMPTZ '2025-01-01 00:00:00+00' + g * INTERVAL '1 second'
-  FROM generate_series(1, $ROWS) g;
-  VACUUM ANALYZE invoices;"
+  FROM generate_series(1, $ROWS) g;" -c "VACUUM ANALYZE invoices;"
 URI="postgres://kalla@127.0.0.1:$PORT/postgres?table=invoices&sslmode=disable"
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
