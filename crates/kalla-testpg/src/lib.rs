@@ -30,6 +30,9 @@ pub struct TestPg {
     /// Its port on 127.0.0.1.
     pub port: u16,
     bin: PathBuf,
+    /// The test CA's certificate (PEM) that signed the server's certificate for IP 127.0.0.1,
+    /// when openssl was there to make them; the server then accepts TLS.
+    pub tls_cert: Option<PathBuf>,
 }
 
 static SERVER: OnceLock<Result<TestPg, String>> = OnceLock::new();
@@ -97,6 +100,81 @@ fn start() -> Result<TestPg, String> {
     );
     std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| format!("pg_hba.conf: {e}"))?;
     let port = free_port()?;
+    // A test CA and a server certificate it signed for 127.0.0.1, so TLS modes can be tested.
+    let cert = dir.join("server.crt");
+    let key = dir.join("server.key");
+    let ca = dir.join("ca.crt");
+    let ext = dir.join("server.ext");
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let made = std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").is_ok()
+        && openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kalla-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ])
+        && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])
+        && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+    let tls_cert = if made {
+        let _ = Command::new("chmod").arg("600").arg(&key).status();
+        if is_root() {
+            let _ = Command::new("chown").arg("postgres:postgres").arg(&key).arg(&cert).status();
+        }
+        Some(ca.clone())
+    } else {
+        None
+    };
+    let mut tls_args: Vec<String> = Vec::new();
+    if tls_cert.is_some() {
+        tls_args.extend(["-c".into(), "ssl=on".into()]);
+        tls_args.extend(["-c".into(), format!("ssl_cert_file={}", cert.display())]);
+        tls_args.extend(["-c".into(), format!("ssl_key_file={}", key.display())]);
+    }
     let server = as_server_user(&bin.join("postgres"))
         .arg("-D")
         .arg(&data)
@@ -116,6 +194,7 @@ fn start() -> Result<TestPg, String> {
             "-c",
             "log_min_messages=fatal",
         ])
+        .args(&tls_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -135,7 +214,7 @@ fn start() -> Result<TestPg, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("watchdog: {e}"))?;
-    let pg = TestPg { port, bin };
+    let pg = TestPg { port, bin, tls_cert };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = Command::new(pg.bin.join("pg_isready"))
