@@ -1,6 +1,7 @@
 //! Kalla's physical extension codec: what `datafusion-proto` needs, beyond its own messages, to
-//! ship a Kalla plan to another process. Today that is the UDFs (stateless, encoded by name);
-//! Kalla's own plan nodes join here with the Postgres scan.
+//! ship a Kalla plan to another process: the UDFs (stateless, encoded by name) and the Postgres
+//! scan (a `DataSourceExec` whose `FileSource` is Kalla's `PgSource`), encoded as the prost
+//! messages of `proto/kalla.proto` inside the `KallaPhysicalNode` envelope.
 
 use crate::session::kalla_udfs;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -12,8 +13,201 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use kalla_connectors::postgres::scan::PgSource;
 use kalla_recipe::{ErrorCode, KallaError};
+use prost::Message;
 use std::sync::Arc;
+
+/// The prost types of `proto/kalla.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/kalla.rs"));
+}
+
+/// The Postgres scan ↔ `PgScanNode`.
+mod pg_scan {
+    use super::proto;
+    use datafusion::common::{DataFusionError, Result};
+    use datafusion::datasource::listing::PartitionedFile;
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
+    use datafusion::physical_plan::ExecutionPlan;
+    use kalla_connectors::postgres::catalog::PgColumn;
+    use kalla_connectors::postgres::scan::{PgScanSpec, PgSource, pg_scan_exec};
+    use kalla_connectors::postgres::types::{PgScalar, PgType};
+    use kalla_connectors::postgres::uri::{PgLocation, ScanMode, Tls};
+    use std::sync::Arc;
+
+    fn bad(what: &str) -> DataFusionError {
+        DataFusionError::Internal(format!("a Postgres scan node with {what}"))
+    }
+
+    fn scalar_name(s: &PgScalar) -> (&'static str, u32, i32) {
+        match s {
+            PgScalar::Bool => ("bool", 0, 0),
+            PgScalar::Int2 => ("int2", 0, 0),
+            PgScalar::Int4 => ("int4", 0, 0),
+            PgScalar::Int8 => ("int8", 0, 0),
+            PgScalar::Float4 => ("float4", 0, 0),
+            PgScalar::Float8 => ("float8", 0, 0),
+            PgScalar::Numeric { precision, scale } => ("numeric", *precision as u32, *scale as i32),
+            PgScalar::Text => ("text", 0, 0),
+            PgScalar::Bpchar => ("bpchar", 0, 0),
+            PgScalar::Jsonb => ("jsonb", 0, 0),
+            PgScalar::Uuid => ("uuid", 0, 0),
+            PgScalar::Bytea => ("bytea", 0, 0),
+            PgScalar::Date => ("date", 0, 0),
+            PgScalar::Timestamp => ("timestamp", 0, 0),
+            PgScalar::TimestampTz => ("timestamptz", 0, 0),
+            PgScalar::Time => ("time", 0, 0),
+            PgScalar::Interval => ("interval", 0, 0),
+        }
+    }
+
+    fn scalar(name: &str, precision: u32, scale: i32) -> Result<PgScalar> {
+        Ok(match name {
+            "bool" => PgScalar::Bool,
+            "int2" => PgScalar::Int2,
+            "int4" => PgScalar::Int4,
+            "int8" => PgScalar::Int8,
+            "float4" => PgScalar::Float4,
+            "float8" => PgScalar::Float8,
+            "numeric" => PgScalar::Numeric {
+                precision: u8::try_from(precision).map_err(|_| bad("a bad precision"))?,
+                scale: i8::try_from(scale).map_err(|_| bad("a bad scale"))?,
+            },
+            "text" => PgScalar::Text,
+            "bpchar" => PgScalar::Bpchar,
+            "jsonb" => PgScalar::Jsonb,
+            "uuid" => PgScalar::Uuid,
+            "bytea" => PgScalar::Bytea,
+            "date" => PgScalar::Date,
+            "timestamp" => PgScalar::Timestamp,
+            "timestamptz" => PgScalar::TimestampTz,
+            "time" => PgScalar::Time,
+            "interval" => PgScalar::Interval,
+            other => return Err(bad(&format!("the unknown type {other:?}"))),
+        })
+    }
+
+    pub(super) fn encode(source: &PgSource, config: &FileScanConfig) -> Result<proto::PgScanNode> {
+        let spec = source.spec();
+        let l = &spec.location;
+        let projection = source.projection_indices().ok_or_else(|| bad("a projection that is not plain columns"))?;
+        let all: Vec<usize> = (0..spec.columns.len()).collect();
+        let mut partitions = Vec::new();
+        for group in &config.file_groups {
+            match group.files() {
+                [one] => partitions.push(one.object_meta.location.as_ref().to_string()),
+                _ => return Err(bad("a partition of several ranges")),
+            }
+        }
+        Ok(proto::PgScanNode {
+            alias: spec.alias.clone(),
+            run_id: spec.run_id.clone(),
+            location: Some(proto::PgLocation {
+                host: l.host.clone(),
+                port: l.port as u32,
+                user: l.user.clone(),
+                password: l.password.clone(),
+                dbname: l.dbname.clone(),
+                schema: l.schema.clone(),
+                table: l.table.clone(),
+                tls: match &l.tls {
+                    Tls::Disable => "disable",
+                    Tls::Prefer => "prefer",
+                    Tls::Require => "require",
+                    Tls::VerifyFull { .. } => "verify-full",
+                }
+                .to_string(),
+                root_cert: match &l.tls {
+                    Tls::VerifyFull { root_cert } => root_cert.clone(),
+                    _ => None,
+                },
+                scan: if l.scan == ScanMode::Single { "single" } else { "ctid" }.to_string(),
+            }),
+            columns: spec
+                .columns
+                .iter()
+                .map(|c| {
+                    let (name, precision, scale) = scalar_name(c.pg_type.scalar());
+                    proto::PgColumn {
+                        name: c.name.clone(),
+                        type_name: c.type_name.clone(),
+                        unconstrained_numeric: c.unconstrained_numeric,
+                        collated_differently: c.collated_differently,
+                        array: matches!(c.pg_type, PgType::Array(_)),
+                        scalar: name.to_string(),
+                        precision,
+                        scale,
+                    }
+                })
+                .collect(),
+            ctid_ranges: spec.ctid_ranges,
+            pages: spec.pages,
+            reltuples: spec.reltuples,
+            relkind: spec.relkind.to_string(),
+            snapshot: source.snapshot().map(str::to_string),
+            filters: source.filters.clone(),
+            has_projection: projection != all,
+            projection: projection.iter().map(|i| *i as u32).collect(),
+            partitions,
+            limit: config.limit.map(|n| n as u64),
+            batch_size: source.batch_size() as u64,
+        })
+    }
+
+    pub(super) fn decode(node: proto::PgScanNode) -> Result<Arc<dyn ExecutionPlan>> {
+        let l = node.location.ok_or_else(|| bad("no location"))?;
+        let tls = match l.tls.as_str() {
+            "disable" => Tls::Disable,
+            "prefer" => Tls::Prefer,
+            "require" => Tls::Require,
+            "verify-full" => Tls::VerifyFull { root_cert: l.root_cert },
+            other => return Err(bad(&format!("the unknown TLS mode {other:?}"))),
+        };
+        let location = PgLocation {
+            host: l.host,
+            port: u16::try_from(l.port).map_err(|_| bad("a bad port"))?,
+            user: l.user,
+            password: l.password,
+            dbname: l.dbname,
+            schema: l.schema,
+            table: l.table,
+            tls,
+            scan: if l.scan == "single" { ScanMode::Single } else { ScanMode::Ctid },
+        };
+        let columns = node
+            .columns
+            .into_iter()
+            .map(|c| {
+                let s = scalar(&c.scalar, c.precision, c.scale)?;
+                Ok(PgColumn {
+                    name: c.name,
+                    pg_type: if c.array { PgType::Array(s) } else { PgType::Scalar(s) },
+                    type_name: c.type_name,
+                    unconstrained_numeric: c.unconstrained_numeric,
+                    collated_differently: c.collated_differently,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let spec = PgScanSpec {
+            alias: node.alias,
+            run_id: node.run_id,
+            location,
+            columns,
+            ctid_ranges: node.ctid_ranges,
+            pages: node.pages,
+            reltuples: node.reltuples,
+            relkind: node.relkind.chars().next().unwrap_or('r'),
+        };
+        let mut source = PgSource::new(Arc::new(spec), node.snapshot);
+        source.filters = node.filters;
+        source.set_batch_size(usize::try_from(node.batch_size).unwrap_or(8192));
+        let groups = node.partitions.into_iter().map(|p| FileGroup::new(vec![PartitionedFile::new(p, 1)])).collect();
+        let projection = node.has_projection.then(|| node.projection.iter().map(|i| *i as usize).collect());
+        pg_scan_exec(source, groups, projection, node.limit.map(|n| n as usize))
+    }
+}
 
 /// Encodes and decodes the parts of a physical plan that are Kalla's.
 #[derive(Debug, Default, Clone)]
@@ -22,20 +216,36 @@ pub struct KallaPhysicalCodec;
 impl PhysicalExtensionCodec for KallaPhysicalCodec {
     fn try_decode(
         &self,
-        _buf: &[u8],
+        buf: &[u8],
         _inputs: &[Arc<dyn ExecutionPlan>],
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        not_impl_err!("Kalla defines no custom physical plan node yet")
+        let envelope = proto::KallaPhysicalNode::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("not a Kalla plan node: {e}")))?;
+        match envelope.node {
+            Some(proto::kalla_physical_node::Node::PgScan(node)) => pg_scan::decode(node),
+            None => not_impl_err!("an empty Kalla plan node"),
+        }
     }
 
     fn try_encode(
         &self,
         node: Arc<dyn ExecutionPlan>,
-        _buf: &mut Vec<u8>,
+        buf: &mut Vec<u8>,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(exec) = node.downcast_ref::<DataSourceExec>()
+            && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
+            && let Some(source) = config.file_source().downcast_ref::<PgSource>()
+        {
+            let envelope = proto::KallaPhysicalNode {
+                node: Some(proto::kalla_physical_node::Node::PgScan(pg_scan::encode(source, config)?)),
+            };
+            return envelope
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("encoding a Postgres scan: {e}")));
+        }
         not_impl_err!("Kalla cannot encode plan node {}", node.name())
     }
 

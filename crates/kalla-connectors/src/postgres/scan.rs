@@ -214,20 +214,32 @@ impl TableProvider for PgTable {
         let mut source = PgSource::new(Arc::clone(&self.spec), snapshot);
         source.filters = pushed;
         let groups = self.spec.file_groups(state.config().target_partitions());
-        let mut statistics = Statistics::new_unknown(&self.schema);
-        if self.spec.reltuples >= 0.0 {
-            statistics.num_rows = datafusion::common::stats::Precision::Inexact(self.spec.reltuples as usize);
-        }
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-            .with_file_groups(groups)
-            .with_statistics(statistics)
-            // Each partition reads its own range: no work stealing between partitions.
-            .with_preserve_order(true)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        Ok(DataSourceExec::from_data_source(config))
+        pg_scan_exec(source, groups, projection.cloned(), limit)
     }
+}
+
+/// The scan plan of `source` over `groups` (one partition each): what `PgTable::scan` builds and
+/// what a decoder rebuilds from a shipped plan.
+pub fn pg_scan_exec(
+    source: PgSource,
+    groups: Vec<FileGroup>,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = source.spec.schema();
+    let mut statistics = Statistics::new_unknown(&schema);
+    if source.spec.reltuples >= 0.0 {
+        statistics.num_rows = datafusion::common::stats::Precision::Inexact(source.spec.reltuples as usize);
+    }
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_statistics(statistics)
+        // Each partition reads its own range: no work stealing between partitions.
+        .with_preserve_order(true)
+        .with_projection_indices(projection)?
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// Kalla's `FileSource` for Postgres ranges.
@@ -267,6 +279,26 @@ impl PgSource {
     pub fn snapshot(&self) -> Option<&str> {
         self.snapshot.as_deref()
     }
+
+    /// Rows per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Sets the rows per batch.
+    pub fn set_batch_size(&mut self, batch_size: usize) {
+        self.batch_size = batch_size.max(1);
+    }
+
+    /// The table columns of the output, in order (the projection is always plain columns), or
+    /// `None` when one is not a plain column.
+    pub fn projection_indices(&self) -> Option<Vec<usize>> {
+        self.projection
+            .source
+            .iter()
+            .map(|p| p.expr.downcast_ref::<datafusion::physical_expr::expressions::Column>().map(|c| c.index()))
+            .collect()
+    }
 }
 
 impl FileSource for PgSource {
@@ -303,6 +335,14 @@ impl FileSource for PgSource {
     }
 
     fn try_pushdown_projection(&self, projection: &ProjectionExprs) -> Result<Option<Arc<dyn FileSource>>> {
+        // Only plain columns under their own names: the scan stays a column list a shipped plan
+        // can carry; expressions remain in a ProjectionExec above.
+        let plain = projection.iter().all(|p| {
+            p.expr.downcast_ref::<datafusion::physical_expr::expressions::Column>().is_some_and(|c| c.name() == p.alias)
+        });
+        if !plain {
+            return Ok(None);
+        }
         let mut s = self.clone();
         let merged = self.projection.source.try_merge(projection)?;
         s.projection =

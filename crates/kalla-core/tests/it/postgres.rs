@@ -87,7 +87,13 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
             src["uri"] = json!(pg.uri(&db, &table));
             src.as_object_mut().unwrap().remove("schema");
         }
-        for (variant, partitions) in [("first in postgres", 1), ("both in postgres", 3), ("both, 7 partitions", 7)] {
+        // With `roundtrip`, every plan is encoded with Kalla's codec and decoded before it runs,
+        // as an executor would receive it.
+        for (variant, partitions, roundtrip) in [
+            ("first in postgres", 1, false),
+            ("both in postgres, shipped", 3, true),
+            ("both, 7 partitions, shipped", 7, true),
+        ] {
             let mut sources = s["sources"].clone();
             sources[0] = pg_sources[0].clone();
             if variant != "first in postgres" {
@@ -95,7 +101,8 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
             }
             let mut request = job(sql, sources);
             request["output_path"] = json!(format!("pg-{n}-{partitions}"));
-            let o = f.run_once(request, false, partitions).await.unwrap_or_else(|e| panic!("{name}, {variant}: {e}"));
+            let o =
+                f.run_once(request, roundtrip, partitions).await.unwrap_or_else(|e| panic!("{name}, {variant}: {e}"));
             assert_eq!(o.counts, from_files.counts, "{name}, {variant}");
             for file in ["matched.parquet", "unmatched_invoices.parquet", "unmatched_payments.parquet"] {
                 let (a, b) = (from_files.dir.join(file), o.dir.join(file));
