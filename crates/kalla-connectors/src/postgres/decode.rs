@@ -101,9 +101,14 @@ type TrimmedDigits = (Vec<u16>, Option<(u16, u32)>, i32);
 /// Plans the digit groups of a numeric for a target `scale` without overshooting: trailing
 /// groups beyond the scale must be zero (dropped), and the last group kept is cut to the digits
 /// the scale keeps. Returns the full groups, the cut last group as `(value, digits kept)`, and
-/// the power of ten still to multiply by; `None` when a nonzero digit lies beyond the scale.
+/// the power of ten still to multiply by; `None` when a nonzero digit lies beyond the scale (or
+/// a group is not a base-10000 digit: malformed input).
 fn trim_groups(digits: &[u8], weight: i16, ndigits: i16, scale: i8) -> Option<TrimmedDigits> {
-    let mut groups: Vec<u16> = digits.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect();
+    let groups: Vec<u16> = digits.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect();
+    if groups.iter().any(|g| *g > 9999) {
+        return None;
+    }
+    let mut groups = groups;
     // Value = groups as an integer × 10^exp at the target scale.
     let mut exp = 4 * (weight as i32 - (ndigits as i32 - 1)) + scale as i32;
     while exp <= -4 {
@@ -325,7 +330,13 @@ impl Builder {
                 }
                 b.append_value(micros.checked_add(PG_EPOCH_MICROS).ok_or("a timestamp out of Arrow's range")?)
             }
-            Builder::Time(b) => b.append_value(i64::from_be_bytes(exact(v, "time")?)),
+            Builder::Time(b) => {
+                let micros = i64::from_be_bytes(exact(v, "time")?);
+                if !(0..86_400_000_000).contains(&micros) {
+                    return Err("the time 24:00:00 cannot be stored in an Arrow time (at most 23:59:59.999999)".into());
+                }
+                b.append_value(micros)
+            }
             Builder::Interval(b) => {
                 let raw: [u8; 16] = exact(v, "interval")?;
                 let micros = be_i64(&raw).ok_or("a truncated interval")?;

@@ -124,7 +124,8 @@ async fn values_that_cannot_be_exact_fail_naming_the_column() {
          CREATE TABLE tsinf (id int, at timestamptz); INSERT INTO tsinf VALUES (1, '-infinity');
          CREATE TABLE free (id int, amount numeric); INSERT INTO free VALUES (1, 0.12345678901);
          CREATE TABLE grid (id int, cells int[]); INSERT INTO grid VALUES (1, '{{1,2},{3,4}}');
-         CREATE TABLE geo (id int, spot point);",
+         CREATE TABLE geo (id int, spot point);
+         CREATE TABLE midnight (id int, at time); INSERT INTO midnight VALUES (1, '24:00:00');",
     );
     for (table, column, needle) in [
         ("nan", "amount", "NaN"),
@@ -132,6 +133,7 @@ async fn values_that_cannot_be_exact_fail_naming_the_column() {
         ("tsinf", "at", "infinite timestamp"),
         ("free", "amount", "lose digits"),
         ("grid", "cells", "2 dimensions"),
+        ("midnight", "at", "24:00:00"),
     ] {
         let scan = open(&pg.uri(&db, table), 1, json!({})).await.unwrap();
         let err = scan.ctx.sql("SELECT * FROM t").await.unwrap().collect().await.unwrap_err();
@@ -294,7 +296,9 @@ async fn hostile_identifiers_are_quoted_and_bad_credentials_or_hosts_are_refused
 async fn a_backend_killed_mid_read_fails_the_read_clearly() {
     let pg = server();
     let db = pg.database("killed");
-    big_table(&db, 300_000);
+    // 120 MB of COPY output: far more than socket buffers hold, so the backends are still
+    // sending when they are terminated.
+    pg.psql(&db, "CREATE TABLE big AS SELECT g AS id, repeat('x', 2000) AS pad FROM generate_series(1, 60000) g");
     let s = open(&pg.uri(&db, "big"), 2, json!({})).await.unwrap();
     let mut stream = s.ctx.sql("SELECT * FROM t").await.unwrap().execute_stream().await.unwrap();
     use futures::StreamExt;
@@ -319,7 +323,8 @@ async fn a_backend_killed_mid_read_fails_the_read_clearly() {
 async fn dropping_a_running_scan_ends_its_backends_within_a_second() {
     let pg = server();
     let db = pg.database("cancel");
-    big_table(&db, 300_000);
+    // 120 MB of COPY output, so the backends are still sending when the scan is dropped.
+    pg.psql(&db, "CREATE TABLE big AS SELECT g AS id, repeat('x', 2000) AS pad FROM generate_series(1, 60000) g");
     let s = open(&pg.uri(&db, "big"), 4, json!({})).await.unwrap();
     let mut stream = s.ctx.sql("SELECT * FROM t").await.unwrap().execute_stream().await.unwrap();
     use futures::StreamExt;
