@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kalla-target}"
 cargo build --release --locked -p kallad
 out="$(mktemp -d)"
 log="$out/kallad.log"
-KALLA_LOG_FORMAT=json "$CARGO_TARGET_DIR/release/kallad" scheduler --http-port 0 \
+KALLA_LOG_FORMAT=json "$CARGO_TARGET_DIR/release/kallad" scheduler --http-port 0 --grpc-port 0 \
   --data-dir examples/data --output-dir "$out" 2>"$log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT

@@ -26,6 +26,8 @@ pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub(crate) struct AppState {
     pub(crate) jobs: Arc<JobManager>,
     pub(crate) api_token: Option<Arc<str>>,
+    /// The embedded Ballista scheduler executors register with.
+    pub(crate) cluster: Arc<kalla_cluster::scheduler::EmbeddedScheduler>,
 }
 
 /// An API error as an HTTP response.
@@ -193,7 +195,8 @@ async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Re
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let (queued, running, _) = state.jobs.load();
-    match state.jobs.metrics.render(queued, running) {
+    let executors = state.cluster.live_executors().await.len();
+    match state.jobs.metrics.render(queued, running, executors) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -206,15 +209,29 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// This build has no executors yet: the cluster is this process, in local mode.
+/// The executors registered with the embedded scheduler and alive. Jobs still run in local
+/// mode in this build (distributed execution is not built yet), so `mode` is `local`.
 #[utoipa::path(get, path = "/api/cluster", responses((status = 200, description = "{mode, executors}")))]
-async fn cluster() -> Response {
-    Json(serde_json::json!({"mode": "local", "executors": []})).into_response()
+async fn cluster(State(state): State<AppState>) -> Response {
+    let executors: Vec<serde_json::Value> = state
+        .cluster
+        .live_executors()
+        .await
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id, "host": e.host, "flight_port": e.flight_port, "grpc_port": e.grpc_port,
+                "slots": e.slots, "last_heartbeat_secs": e.last_heartbeat_secs,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({"mode": "local", "executors": executors})).into_response()
 }
 
 #[utoipa::path(get, path = "/ready", responses((status = 200, description = "{mode, executors, queued, running}"), (status = 503, description = "draining")))]
 async fn ready(State(state): State<AppState>) -> Response {
     let (queued, running, draining) = state.jobs.load();
-    let body = serde_json::json!({"mode": "local", "executors": 0, "queued": queued, "running": running});
+    let executors = state.cluster.live_executors().await.len();
+    let body = serde_json::json!({"mode": "local", "executors": executors, "queued": queued, "running": running});
     if draining { (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response() } else { Json(body).into_response() }
 }

@@ -1,12 +1,14 @@
 //! `kallad`: the Kalla compute daemon.
 //!
 //! `kallad run JOB.json` runs one job in-process and prints its status document;
-//! `kallad scheduler` serves the HTTP job API in local mode. The cluster executor is not built
-//! yet (see the README).
+//! `kallad scheduler` serves the HTTP job API and embeds the Ballista scheduler executors
+//! register with; `kallad executor` is such an executor. Jobs run in the scheduler's process in
+//! this build (distributed execution is not built yet; see the README).
 
 mod api;
 mod callbacks;
 mod engine_args;
+mod executor_cmd;
 mod jobs;
 mod journal;
 mod logging;
@@ -29,8 +31,10 @@ struct Cli {
 enum Command {
     /// Run one job in-process and print its status document (no server).
     Run(run_cmd::RunArgs),
-    /// Serve the HTTP job API (local mode).
+    /// Serve the HTTP job API and the scheduler executors register with.
     Scheduler(scheduler::SchedulerArgs),
+    /// Run an executor that registers with a scheduler.
+    Executor(executor_cmd::ExecutorArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,5 +53,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => runtime.block_on(run_cmd::run(args)),
         Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
+        Command::Executor(args) => runtime.block_on(executor_cmd::run_executor(args)),
     }
 }

@@ -6,7 +6,8 @@
 //! `kalla_source_bytes_read_total{kind}` (kind: `csv`, `parquet`; every pass of a run over a
 //! source counts, added while jobs run), `kalla_callback_attempts_total{kind,result}` (kind:
 //! `progress`, `complete`, `error`; result: `delivered`, `failed`), `kalla_callbacks_pending`
-//! (final callbacks still being delivered), `kalla_executors_live` (0: no cluster mode yet) and
+//! (final callbacks still being delivered), `kalla_executors_live` (executors registered with the
+//! embedded scheduler and alive) and
 //! `kalla_memory_pool_reserved_bytes` (0 without `--memory-limit`).
 
 use datafusion::execution::memory_pool::MemoryPool;
@@ -54,6 +55,7 @@ pub(crate) struct Metrics {
     queued: Gauge,
     running: Gauge,
     memory_reserved: Gauge,
+    executors: Gauge,
     rows_read: Family<KindLabel, Counter>,
     bytes_read: Family<KindLabel, Counter>,
     callback_attempts: Family<CallbackLabel, Counter>,
@@ -80,7 +82,7 @@ impl Metrics {
         let running = Gauge::default();
         registry.register("jobs_running", "Jobs running", running.clone());
         let executors: Gauge = Gauge::default();
-        registry.register("executors_live", "Live executors (local mode: none)", executors);
+        registry.register("executors_live", "Executors registered and alive", executors.clone());
         let memory_reserved = Gauge::default();
         registry.register_with_unit(
             "memory_pool_reserved",
@@ -103,6 +105,7 @@ impl Metrics {
             queued,
             running,
             memory_reserved,
+            executors,
             rows_read,
             bytes_read,
             callback_attempts,
@@ -135,7 +138,8 @@ impl Metrics {
     }
 
     /// The exposition text, with gauges read now.
-    pub(crate) fn render(&self, queued: usize, running: usize) -> Result<String, std::fmt::Error> {
+    pub(crate) fn render(&self, queued: usize, running: usize, executors: usize) -> Result<String, std::fmt::Error> {
+        self.executors.set(i64::try_from(executors).unwrap_or(i64::MAX));
         self.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
         self.running.set(i64::try_from(running).unwrap_or(i64::MAX));
         let reserved = self.pool.as_ref().map(|p| p.reserved()).unwrap_or(0);

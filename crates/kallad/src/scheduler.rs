@@ -1,8 +1,9 @@
-//! `kallad scheduler`: the HTTP job service in local mode.
+//! `kallad scheduler`: the HTTP job service, and the embedded Ballista scheduler executors
+//! register with (gRPC on `--grpc-port`).
 //!
-//! Not built yet (said in the README): the embedded Ballista scheduler and its flags
-//! (`--grpc-port`, `--mode`, `--cluster-wait`, `--executor-timeout`), which are absent rather
-//! than ignored.
+//! Not built yet (said in the README): running jobs on the executors — jobs run in-process
+//! (local mode) whatever executors are registered; `--mode` and `--cluster-wait` are absent
+//! rather than ignored.
 
 use crate::api::{AppState, router};
 use crate::callbacks::{Callbacks, parse_schedule, parse_secret};
@@ -20,6 +21,13 @@ pub(crate) struct SchedulerArgs {
     /// HTTP API port (0 picks a free port; the chosen address is logged).
     #[arg(long, env = "KALLA_HTTP_PORT", default_value_t = 9090)]
     http_port: u16,
+    /// gRPC port of the embedded Ballista scheduler, where executors register (0 picks a free
+    /// port; the chosen address is logged as `grpc_addr`).
+    #[arg(long, env = "KALLA_GRPC_PORT", default_value_t = 50050)]
+    grpc_port: u16,
+    /// An executor silent this long is dead (executors heartbeat every 5 s).
+    #[arg(long, env = "KALLA_EXECUTOR_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    executor_timeout: Duration,
     /// Address to bind; set 0.0.0.0 deliberately, with --api-token.
     #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
@@ -122,7 +130,28 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
             sweeper.expire();
         }
     });
-    let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from) };
+    if args.executor_timeout <= kalla_cluster::executor::HEARTBEAT {
+        tracing::error!(
+            "--executor-timeout must be longer than the executors' {}s heartbeat",
+            kalla_cluster::executor::HEARTBEAT.as_secs()
+        );
+        return ExitCode::from(2);
+    }
+    let cluster = match kalla_cluster::scheduler::EmbeddedScheduler::start(
+        &args.bind_host,
+        args.grpc_port,
+        args.executor_timeout,
+    )
+    .await
+    {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the embedded scheduler");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(grpc_addr = %cluster.addr(), "Ballista scheduler listening for executors");
+    let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from), cluster };
     let addr = format!("{}:{}", args.bind_host, args.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,

@@ -36,7 +36,7 @@ impl Daemon {
     /// Starts a daemon logging at `level` (`RUST_LOG`).
     pub(crate) fn start_logging(data: &Path, out: Arc<tempfile::TempDir>, extra: &[&str], level: &str) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
-            .args(["scheduler", "--http-port", "0", "--data-dir"])
+            .args(["scheduler", "--http-port", "0", "--grpc-port", "0", "--data-dir"])
             .arg(data)
             .arg("--output-dir")
             .arg(out.path())

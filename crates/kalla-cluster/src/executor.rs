@@ -1,0 +1,52 @@
+//! `kallad executor`: a Ballista executor that registers with the scheduler of `kallad scheduler`.
+//!
+//! Heartbeats every 5 s (SPEC 7; the scheduler declares an executor dead after its
+//! `--executor-timeout`). Shuffle files go under `--work-dir` (a temporary directory removed on
+//! exit when none is given). On SIGTERM the Ballista executor stops taking tasks, reports
+//! itself stopped and waits for its running tasks; kallad bounds that wait by
+//! `--shutdown-grace`.
+
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Heartbeat period of executors.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Settings of one executor (SPEC 2).
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// Scheduler host and gRPC port.
+    pub scheduler_host: String,
+    /// Scheduler gRPC port.
+    pub scheduler_port: u16,
+    /// Address to bind.
+    pub bind_host: String,
+    /// The address the scheduler and peers use to reach this executor.
+    pub external_host: String,
+    /// Flight (shuffle data) port.
+    pub flight_port: u16,
+    /// gRPC port.
+    pub grpc_port: u16,
+    /// Task slots.
+    pub concurrent_tasks: usize,
+    /// Shuffle files directory.
+    pub work_dir: String,
+}
+
+/// Runs the executor until it stops (SIGTERM, Ctrl-C, or its services ending).
+pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
+    let config = ExecutorProcessConfig {
+        scheduler_host: settings.scheduler_host,
+        scheduler_port: settings.scheduler_port,
+        bind_host: settings.bind_host,
+        external_host: Some(settings.external_host),
+        port: settings.flight_port,
+        grpc_port: settings.grpc_port,
+        vcores: settings.concurrent_tasks.max(1),
+        work_dir: Some(settings.work_dir),
+        executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())
+}

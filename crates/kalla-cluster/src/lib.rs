@@ -1,0 +1,6 @@
+//! Kalla on Apache Ballista 55: the scheduler embedded in `kallad scheduler` and the executor
+//! of `kallad executor`.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod executor;
+pub mod scheduler;

@@ -1,0 +1,114 @@
+//! `kallad executor`: a Ballista executor that registers with `kallad scheduler` (SPEC 2).
+//!
+//! In this build executors register, heartbeat and show in `/api/cluster`, but jobs still run in
+//! the scheduler's process (distributed execution is not built yet; see the README).
+
+use clap::Args;
+use kalla_cluster::executor::{ExecutorSettings, run};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `kallad executor`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecutorArgs {
+    /// Host of the scheduler's gRPC port.
+    #[arg(long, env = "KALLA_SCHEDULER_HOST", default_value = "localhost")]
+    scheduler_host: String,
+    /// The scheduler's gRPC port.
+    #[arg(long, env = "KALLA_SCHEDULER_PORT", default_value_t = 50050)]
+    scheduler_port: u16,
+    /// Arrow Flight port (shuffle data).
+    #[arg(long, env = "KALLA_FLIGHT_PORT", default_value_t = 50051)]
+    flight_port: u16,
+    /// gRPC port.
+    #[arg(long, env = "KALLA_EXECUTOR_GRPC_PORT", default_value_t = 50052)]
+    grpc_port: u16,
+    /// Address to bind.
+    #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
+    bind_host: String,
+    /// The address the scheduler and peers use to reach this executor; default: --bind-host
+    /// (required when binding 0.0.0.0).
+    #[arg(long, env = "KALLA_EXTERNAL_HOST")]
+    external_host: Option<String>,
+    /// Task slots; default: the number of cores.
+    #[arg(long, env = "KALLA_CONCURRENT_TASKS")]
+    concurrent_tasks: Option<usize>,
+    /// Directory for shuffle files; default: a temporary directory removed on exit.
+    #[arg(long, env = "KALLA_WORK_DIR")]
+    work_dir: Option<std::path::PathBuf>,
+    /// On SIGTERM, how long running tasks may take before the executor exits anyway.
+    #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+/// Resolves once SIGTERM arrived and the grace period passed.
+async fn terminated_and_grace_over(grace: Duration) {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+            tokio::time::sleep(grace).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
+    let external_host = match (&args.external_host, args.bind_host.as_str()) {
+        (Some(h), _) => h.clone(),
+        (None, "0.0.0.0" | "::") => {
+            tracing::error!("--external-host is required when binding {}", args.bind_host);
+            return ExitCode::from(2);
+        }
+        (None, host) => host.to_string(),
+    };
+    // Kept alive until the executor ends; removed on drop.
+    let (work_dir, _temporary) = match &args.work_dir {
+        Some(dir) => (dir.clone(), None),
+        None => match tempfile::Builder::new().prefix("kallad-executor-").tempdir() {
+            Ok(t) => (t.path().to_path_buf(), Some(t)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a work directory");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let settings = ExecutorSettings {
+        scheduler_host: args.scheduler_host,
+        scheduler_port: args.scheduler_port,
+        bind_host: args.bind_host,
+        external_host,
+        flight_port: args.flight_port,
+        grpc_port: args.grpc_port,
+        concurrent_tasks: args
+            .concurrent_tasks
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        work_dir: work_dir.to_string_lossy().to_string(),
+    };
+    tracing::info!(
+        scheduler = %format!("{}:{}", settings.scheduler_host, settings.scheduler_port),
+        external_host = %settings.external_host,
+        flight_port = settings.flight_port,
+        grpc_port = settings.grpc_port,
+        slots = settings.concurrent_tasks,
+        "kallad executor starting"
+    );
+    tokio::select! {
+        result = run(settings) => match result {
+            Ok(()) => {
+                tracing::info!("kallad executor stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "kallad executor failed");
+                ExitCode::from(1)
+            }
+        },
+        _ = terminated_and_grace_over(args.shutdown_grace) => {
+            tracing::warn!("running tasks did not finish within --shutdown-grace; exiting");
+            ExitCode::SUCCESS
+        }
+    }
+}
