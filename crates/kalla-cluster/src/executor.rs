@@ -32,6 +32,9 @@ pub struct ExecutorSettings {
     pub concurrent_tasks: usize,
     /// Shuffle files directory.
     pub work_dir: String,
+    /// One memory pool for the executor's tasks, in bytes; `None`: no limit (SPEC 2), not
+    /// Ballista's default of 70 % of the host's memory.
+    pub memory_limit: Option<u64>,
 }
 
 /// Runs the executor until it stops (SIGTERM, Ctrl-C, or its services ending).
@@ -46,6 +49,8 @@ pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
         vcores: settings.concurrent_tasks.max(1),
         work_dir: Some(settings.work_dir),
         executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
+        // 0 is Ballista's "unbounded".
+        memory_pool_size: Some(settings.memory_limit.unwrap_or(0)),
         ..Default::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())

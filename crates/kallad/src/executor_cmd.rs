@@ -36,6 +36,9 @@ pub(crate) struct ExecutorArgs {
     /// Directory for shuffle files; default: a temporary directory removed on exit.
     #[arg(long, env = "KALLA_WORK_DIR")]
     work_dir: Option<std::path::PathBuf>,
+    /// One memory pool for this executor's tasks, e.g. `4GiB`; default: none.
+    #[arg(long, env = "KALLA_MEMORY_LIMIT")]
+    memory_limit: Option<bytesize::ByteSize>,
     /// On SIGTERM, how long running tasks may take before the executor exits anyway.
     #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -86,6 +89,7 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
             .concurrent_tasks
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         work_dir: work_dir.to_string_lossy().to_string(),
+        memory_limit: args.memory_limit.map(|b| b.as_u64()).filter(|b| *b > 0),
     };
     tracing::info!(
         scheduler = %format!("{}:{}", settings.scheduler_host, settings.scheduler_port),

@@ -316,7 +316,12 @@ async fn a_backend_killed_mid_read_fails_the_read_clearly() {
         }
     }
     let failure = failure.expect("the read ended without an error after its backends were killed");
-    assert!(failure.contains("source t: the server closed the connection"), "{failure}");
+    // Depending on timing the client sees the server's message or only the closed socket.
+    assert!(
+        failure.contains("source t: the server closed the connection")
+            || failure.contains("source t: terminating connection due to administrator command"),
+        "{failure}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,15 +36,17 @@ impl Drop for Executor {
     }
 }
 
-fn executor(scheduler_port: u16, flight: u16, grpc: u16) -> Executor {
+/// An executor process; its log goes to `log`.
+fn executor(scheduler_port: u16, flight: u16, grpc: u16, extra: &[&str], log: &std::path::Path) -> Executor {
     Executor(
         Command::new(env!("CARGO_BIN_EXE_kallad"))
             .args(["executor", "--scheduler-host", "127.0.0.1", "--concurrent-tasks", "2"])
             .args(["--scheduler-port", &scheduler_port.to_string()])
             .args(["--flight-port", &flight.to_string(), "--grpc-port", &grpc.to_string()])
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap(),
     )
@@ -75,7 +77,9 @@ fn executors_join_and_leave_a_running_scheduler() {
     let port = grpc_port(&d);
     assert_eq!(wait_for_executors(&d, 0, Duration::from_secs(1))["mode"], "local");
     let (f1, g1, f2, g2) = (free_port(), free_port(), free_port(), free_port());
-    let mut first = executor(port, f1, g1);
+    let logs = tempfile::tempdir().unwrap();
+    let (log1, log2) = (logs.path().join("first.log"), logs.path().join("second.log"));
+    let mut first = executor(port, f1, g1, &[], &log1);
     let body = wait_for_executors(&d, 1, Duration::from_secs(20));
     let e = &body["executors"][0];
     assert_eq!(
@@ -84,8 +88,12 @@ fn executors_join_and_leave_a_running_scheduler() {
     );
     assert_eq!(e["slots"], 2);
     // A second one joins without restarting anything.
-    let _second = executor(port, f2, g2);
+    let _second = executor(port, f2, g2, &["--memory-limit", "1GiB"], &log2);
     wait_for_executors(&d, 2, Duration::from_secs(20));
+    // No --memory-limit: no pool limit (not Ballista's 70 % of the host); with it: that pool.
+    let text = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    assert!(text(&log1).contains("Executor memory pool: unbounded"), "{}", text(&log1));
+    assert!(text(&log2).contains("configured via --memory-pool-size"), "{}", text(&log2));
     assert_eq!(d.get("/ready").1["executors"], 2);
     let metrics = d.get("/metrics").1.as_str().unwrap_or_default().to_string();
     assert!(metrics.lines().any(|l| l == "kalla_executors_live 2"), "{metrics}");
