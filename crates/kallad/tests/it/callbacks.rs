@@ -233,9 +233,10 @@ fn sigterm_sends_the_error_callbacks_of_the_jobs_it_shuts_down_before_exiting() 
     let data = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![]);
     let mut d = Daemon::start(data.path(), &["--max-concurrent-jobs", "1", "--shutdown-grace", "200ms"]);
+    // Both jobs are written first: long_job rewrites the shared input files.
+    let jobs: Vec<Value> = ["ta", "tb"].iter().map(|name| long_job(data.path(), name)).collect();
     let mut ids = Vec::new();
-    for name in ["ta", "tb"] {
-        let mut job = long_job(data.path(), name);
+    for mut job in jobs {
         job["callback_url"] = json!(format!("http://{}", receiver.addr));
         assert_eq!(d.post("/api/jobs", &job).0, 202);
         ids.push(job["run_id"].as_str().unwrap().to_string());
