@@ -134,7 +134,6 @@ mod pg_scan {
                         name: c.name.clone(),
                         type_name: c.type_name.clone(),
                         unconstrained_numeric: c.unconstrained_numeric,
-                        collated_differently: c.collated_differently,
                         array: matches!(c.pg_type, PgType::Array(_)),
                         scalar: name.to_string(),
                         precision,
@@ -186,7 +185,6 @@ mod pg_scan {
                     pg_type: if c.array { PgType::Array(s) } else { PgType::Scalar(s) },
                     type_name: c.type_name,
                     unconstrained_numeric: c.unconstrained_numeric,
-                    collated_differently: c.collated_differently,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

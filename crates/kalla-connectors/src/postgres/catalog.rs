@@ -16,8 +16,6 @@ pub struct PgColumn {
     pub type_name: String,
     /// True for unconstrained `numeric` (its decimal can be set by the source's `schema`).
     pub unconstrained_numeric: bool,
-    /// True for `citext`, `bpchar` and enums: comparisons in Postgres differ from DataFusion's.
-    pub collated_differently: bool,
 }
 
 /// A table or view as the catalog describes it.
@@ -103,19 +101,14 @@ pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Resul
             column: name.clone(),
             message: format!("{message}; cast it in a view or leave the column out"),
         };
-        let (pg_type, scalar_name, scalar_typtype) = match (category.as_str(), &elem_name, &elem_type) {
+        let pg_type = match (category.as_str(), &elem_name, &elem_type) {
             ("A", Some(en), Some(et)) => {
-                let s = resolve_scalar(en, et, typmod).map_err(|m| unsupported(format!("{m} (array of {en})")))?;
-                (PgType::Array(s), en.clone(), et.clone())
+                PgType::Array(resolve_scalar(en, et, typmod).map_err(|m| unsupported(format!("{m} (array of {en})")))?)
             }
-            _ => {
-                let s = resolve_scalar(&typname, &typtype, typmod).map_err(unsupported)?;
-                (PgType::Scalar(s), typname.clone(), typtype.clone())
-            }
+            _ => PgType::Scalar(resolve_scalar(&typname, &typtype, typmod).map_err(unsupported)?),
         };
-        let unconstrained_numeric = scalar_name == "numeric" && typmod < 4 && matches!(pg_type, PgType::Scalar(_));
-        let collated_differently = matches!(scalar_name.as_str(), "citext" | "bpchar") || scalar_typtype == "e";
-        columns.push(PgColumn { name, pg_type, type_name: typname, unconstrained_numeric, collated_differently });
+        let unconstrained_numeric = typname == "numeric" && typmod < 4 && matches!(pg_type, PgType::Scalar(_));
+        columns.push(PgColumn { name, pg_type, type_name: typname, unconstrained_numeric });
     }
     Ok(PgTableInfo {
         relkind: relkind.chars().next().unwrap_or('r'),

@@ -215,7 +215,6 @@ mod tests {
             pg_type: PgType::Scalar(t),
             type_name: type_name.into(),
             unconstrained_numeric: false,
-            collated_differently: false,
         };
         vec![
             c("id", PgScalar::Int8, "int8"),
