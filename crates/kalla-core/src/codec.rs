@@ -33,7 +33,7 @@ mod pg_scan {
     use datafusion::physical_plan::ExecutionPlan;
     use kalla_connectors::postgres::catalog::PgColumn;
     use kalla_connectors::postgres::scan::{PgScanSpec, PgSource, pg_scan_exec};
-    use kalla_connectors::postgres::types::{PgScalar, PgType};
+    use kalla_connectors::postgres::types::{PgScalar, PgType, resolve_scalar};
     use kalla_connectors::postgres::uri::{PgLocation, ScanMode, Tls};
     use std::sync::Arc;
 
@@ -63,30 +63,16 @@ mod pg_scan {
         }
     }
 
+    /// The scalar a shipped column names: the catalog type names `scalar_name` writes are the
+    /// ones `resolve_scalar` reads; numerics carry their decimal explicitly.
     fn scalar(name: &str, precision: u32, scale: i32) -> Result<PgScalar> {
-        Ok(match name {
-            "bool" => PgScalar::Bool,
-            "int2" => PgScalar::Int2,
-            "int4" => PgScalar::Int4,
-            "int8" => PgScalar::Int8,
-            "float4" => PgScalar::Float4,
-            "float8" => PgScalar::Float8,
-            "numeric" => PgScalar::Numeric {
+        if name == "numeric" {
+            return Ok(PgScalar::Numeric {
                 precision: u8::try_from(precision).map_err(|_| bad("a bad precision"))?,
                 scale: i8::try_from(scale).map_err(|_| bad("a bad scale"))?,
-            },
-            "text" => PgScalar::Text,
-            "bpchar" => PgScalar::Bpchar,
-            "jsonb" => PgScalar::Jsonb,
-            "uuid" => PgScalar::Uuid,
-            "bytea" => PgScalar::Bytea,
-            "date" => PgScalar::Date,
-            "timestamp" => PgScalar::Timestamp,
-            "timestamptz" => PgScalar::TimestampTz,
-            "time" => PgScalar::Time,
-            "interval" => PgScalar::Interval,
-            other => return Err(bad(&format!("the unknown type {other:?}"))),
-        })
+            });
+        }
+        resolve_scalar(name, "b", -1).map_err(|m| bad(&m))
     }
 
     pub(super) fn encode(source: &PgSource, config: &FileScanConfig) -> Result<proto::PgScanNode> {
