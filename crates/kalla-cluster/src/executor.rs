@@ -6,6 +6,7 @@
 //! itself stopped and waits for its running tasks; kallad bounds that wait by
 //! `--shutdown-grace`.
 
+use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub struct ExecutorSettings {
 
 /// Runs the executor until it stops (SIGTERM, Ctrl-C, or its services ending).
 pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
+    // Task plans name Kalla's functions; the executor resolves them in this registry.
+    let session = kalla_core::session::new_session(1, None).map_err(|e| e.to_string())?;
+    let functions = BallistaFunctionRegistry::from(&session.state());
     let config = ExecutorProcessConfig {
         scheduler_host: settings.scheduler_host,
         scheduler_port: settings.scheduler_port,
@@ -51,6 +55,8 @@ pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
         executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
         // 0 is Ballista's "unbounded".
         memory_pool_size: Some(settings.memory_limit.unwrap_or(0)),
+        override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
+        override_function_registry: Some(Arc::new(functions)),
         ..Default::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())

@@ -2,5 +2,7 @@
 //! of `kallad executor`.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod codec;
 pub mod executor;
+pub mod runner;
 pub mod scheduler;

@@ -3,7 +3,7 @@
 //! HTTP routes (health checks) are served on the gRPC port, so they never clash with kallad's.
 
 use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
@@ -50,8 +50,17 @@ impl Drop for EmbeddedScheduler {
 
 impl EmbeddedScheduler {
     /// Binds `bind_host:port` (0 picks a free port) and serves the scheduler's gRPC there.
-    /// `executor_timeout` is how long an executor may stay silent before it is dead.
-    pub async fn start(bind_host: &str, port: u16, executor_timeout: Duration) -> Result<EmbeddedScheduler, String> {
+    /// `executor_timeout` is how long an executor may stay silent before it is dead;
+    /// `drain_grace` how long a stopping executor may take to finish its tasks before they are
+    /// re-run elsewhere (the executors' `--shutdown-grace`); `cluster_wait` how long kallad lets
+    /// a job go on with no executor (Ballista's own limit is set beyond it, so kallad's fires).
+    pub async fn start(
+        bind_host: &str,
+        port: u16,
+        executor_timeout: Duration,
+        drain_grace: Duration,
+        cluster_wait: Duration,
+    ) -> Result<EmbeddedScheduler, String> {
         let listener = tokio::net::TcpListener::bind((bind_host, port))
             .await
             .map_err(|e| format!("cannot bind the scheduler gRPC port {bind_host}:{port}: {e}"))?;
@@ -62,6 +71,13 @@ impl EmbeddedScheduler {
             bind_port: addr.port(),
             executor_timeout_seconds: timeout,
             expire_dead_executor_interval_seconds: (timeout / 3).max(1),
+            executor_termination_grace_period: drain_grace.as_secs(),
+            no_executors_grace_period_seconds: timeout + cluster_wait.as_secs() + 60,
+            // Spread a stage's tasks over every executor (the default fills one executor first).
+            task_distribution: TaskDistributionPolicy::RoundRobin,
+            override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
+            // Final results are fetched as soon as a job succeeds; keep them a minute, not five.
+            finished_job_data_clean_up_interval_seconds: 60,
             ..Default::default()
         };
         let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| e.to_string())?;
@@ -75,6 +91,11 @@ impl EmbeddedScheduler {
             }
         });
         Ok(EmbeddedScheduler { server, addr, executor_timeout, task })
+    }
+
+    /// The Ballista scheduler.
+    pub fn server(&self) -> &SchedulerServer<LogicalPlanNode, PhysicalPlanNode> {
+        &self.server
     }
 
     /// The bound gRPC address.

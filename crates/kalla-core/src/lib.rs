@@ -15,10 +15,12 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod codec;
+pub mod fault;
 pub mod lineage;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod remote;
 pub mod run;
 pub mod session;
 pub mod sql;

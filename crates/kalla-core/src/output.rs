@@ -169,8 +169,15 @@ pub async fn write_parquet(
     task_ctx: Arc<TaskContext>,
     path: &Path,
 ) -> Result<u64, datafusion::common::DataFusionError> {
-    let schema: SchemaRef = plan.schema();
-    let mut stream = execute_stream(plan, task_ctx)?;
+    write_stream(execute_stream(plan, task_ctx)?, path).await
+}
+
+/// Writes every batch of `stream` into one Parquet file at `path` (synced); returns the rows.
+pub async fn write_stream(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    path: &Path,
+) -> Result<u64, datafusion::common::DataFusionError> {
+    let schema: SchemaRef = stream.schema();
     let file = tokio::fs::File::create(path).await?;
     let mut writer = AsyncArrowWriter::try_new(file, schema, Some(writer_properties()))?;
     let mut rows = 0u64;

@@ -86,6 +86,8 @@ pub struct PlannedJob {
     pub reads: Arc<ReadTracker>,
     /// The job's Postgres snapshots (armed when the run starts, released when the job is dropped).
     pub snapshots: Arc<SnapshotRegistry>,
+    /// Where the job's plans run: `None` in this process, else on a cluster (mode `cluster`).
+    pub runner: Option<Arc<dyn crate::remote::PlanRunner>>,
 }
 
 impl std::fmt::Debug for PlannedJob {
@@ -250,7 +252,19 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
     }
     let planned_at = crate::timestamp_now();
     let reads = Arc::new(read_tracker(&sources, &job));
-    Ok(PlannedJob { ctx, job, sources, match_plan, output_columns, output, config, planned_at, reads, snapshots })
+    Ok(PlannedJob {
+        ctx,
+        job,
+        sources,
+        match_plan,
+        output_columns,
+        output,
+        config,
+        planned_at,
+        reads,
+        snapshots,
+        runner: None,
+    })
 }
 
 /// How many times a run reads a source: `match_sql`, then for a keyed source the anti join and

@@ -10,13 +10,14 @@
 //!    outputs instead of restating them.
 //! 4. `summary.json` is written last, then the temporary directory is renamed into place.
 
-use crate::codec::roundtrip_physical_plan;
+use crate::codec::{KallaPhysicalCodec, check_distributable, roundtrip_physical_plan};
 use crate::lineage::KeyTrace;
-use crate::output::{TmpDir, write_parquet, write_synced};
+use crate::output::{TmpDir, write_stream, write_synced};
 use crate::plan::{PlannedJob, PlannedSource};
 use crate::summary::{AuditSource, AuditTrail, FileAudit, PostgresAudit, SourceChecks, Summary};
 use datafusion::arrow::array::Array;
 use datafusion::common::{Column, DataFusionError, JoinType};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, case, lit};
@@ -94,22 +95,36 @@ fn path_in(given: &str, file: &str) -> String {
 }
 
 impl PlannedJob {
+    /// The physical plan of `frame`, planned with the job's session as it is now (a frame made
+    /// at submission carries the settings of that moment; cluster mode changes some).
     async fn physical(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let frame = DataFrame::new(self.ctx.state(), frame.into_unoptimized_plan());
         let plan = frame.create_physical_plan().await?;
-        let plan =
-            if self.config.roundtrip_plans { roundtrip_physical_plan(plan, &self.ctx.task_ctx())? } else { plan };
+        let plan = if self.config.roundtrip_plans && self.runner.is_none() {
+            roundtrip_physical_plan(plan, &self.ctx.task_ctx())?
+        } else {
+            plan
+        };
         self.reads.track(&plan);
         Ok(plan)
     }
 
-    async fn write(&self, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
+    /// Runs `frame` here or on the cluster; `label` names it in the cluster's logs.
+    async fn execute(&self, label: &str, frame: DataFrame) -> Result<SendableRecordBatchStream, DataFusionError> {
         let plan = self.physical(frame).await?;
-        write_parquet(plan, self.ctx.task_ctx(), path).await
+        match &self.runner {
+            Some(runner) => runner.execute(label.to_string(), plan, self.ctx.clone()).await,
+            None => datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()),
+        }
     }
 
-    async fn collect_i64s(&self, frame: DataFrame) -> Result<Vec<i64>, DataFusionError> {
-        let plan = self.physical(frame).await?;
-        let batches = datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await?;
+    async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
+        write_stream(self.execute(label, frame).await?, path).await
+    }
+
+    async fn collect_i64s(&self, label: &str, frame: DataFrame) -> Result<Vec<i64>, DataFusionError> {
+        let stream = self.execute(label, frame).await?;
+        let batches = datafusion::physical_plan::common::collect(stream).await?;
         let mut out = Vec::new();
         for b in &batches {
             for c in b.columns() {
@@ -218,10 +233,12 @@ impl PlannedJob {
             .await?
             .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![])?
             .aggregate(vec![], vec![count(lit(1)).alias("unmatched_keys")])?;
+        let labels =
+            ["source keys", "matched keys", "unmatched keys"].map(|l| format!("checks of {}: {l}", source.alias));
         let (s, m, u) = futures::try_join!(
-            self.collect_i64s(source_stats),
-            self.collect_i64s(matched_stats),
-            self.collect_i64s(unmatched_stats)
+            self.collect_i64s(&labels[0], source_stats),
+            self.collect_i64s(&labels[1], matched_stats),
+            self.collect_i64s(&labels[2], unmatched_stats)
         )?;
         let get = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         let (total_keys, matched_keys, unmatched_keys) = (get(&s, 1), get(&m, 0), get(&u, 0));
@@ -276,7 +293,10 @@ impl PlannedJob {
         let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
         let Some(trace) = &source.trace else {
             let rows = self
-                .collect_i64s(source.frame.clone().aggregate(vec![], vec![count(lit(1))]).map_err(fail)?)
+                .collect_i64s(
+                    &format!("rows of {}", source.alias),
+                    source.frame.clone().aggregate(vec![], vec![count(lit(1))]).map_err(fail)?,
+                )
                 .await
                 .map_err(fail)?;
             let total = rows.first().copied().unwrap_or(0).max(0) as u64;
@@ -287,7 +307,7 @@ impl PlannedJob {
         let keys = self.matched_keys(self.read_matched(matched_path).await.map_err(fail)?, trace).map_err(fail)?;
         let anti =
             source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
-        let rows = self.write(anti, &path).await.map_err(fail)?;
+        let rows = self.write(&format!("unmatched rows of {}", source.alias), anti, &path).await.map_err(fail)?;
         let checks = self.source_checks(source, keys, &path).await.map_err(fail)?;
         Ok(SourceResult {
             total: checks.total_rows,
@@ -295,6 +315,39 @@ impl PlannedJob {
             path: Some(path_in(given, &file)),
             checks: Some(checks),
         })
+    }
+
+    /// Where this job's plans run.
+    pub fn mode(&self) -> Mode {
+        if self.runner.is_some() { Mode::Cluster } else { Mode::Local }
+    }
+
+    /// How many plans a run executes: `match_sql`, then per keyed source its anti join and three
+    /// checks, per source without key one count. Cluster progress counts finished plans.
+    pub fn plan_count(&self) -> usize {
+        1 + self.sources.iter().map(|s| if s.trace.is_some() { 4 } else { 1 }).sum::<usize>()
+    }
+
+    /// Whether every plan of this job can be shipped to executors: the plans of `match_sql` and
+    /// of each source (the anti joins and checks read nothing else but the run's own Parquet
+    /// output) must pass [`check_distributable`] and encode with Kalla's codec.
+    pub async fn distributable(&self) -> Result<(), KallaError> {
+        let frames = std::iter::once(DataFrame::new(self.ctx.state(), self.match_plan.clone()))
+            .chain(self.sources.iter().map(|s| s.frame.clone()));
+        for frame in frames {
+            let frame = DataFrame::new(self.ctx.state(), frame.into_unoptimized_plan());
+            let plan = frame.create_physical_plan().await.map_err(|e| execution_error("planning", e))?;
+            check_distributable(&plan)?;
+            datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &KallaPhysicalCodec).map_err(
+                |e| {
+                    KallaError::new(
+                        ErrorCode::NotDistributable,
+                        format!("the plan cannot be shipped to executors: {e}"),
+                    )
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// Runs the job to committed outputs.
@@ -311,7 +364,7 @@ impl PlannedJob {
         let t = Instant::now();
         let matched_path = tmp.path().join(MATCHED_FILE);
         let match_frame = DataFrame::new(self.ctx.state(), self.match_plan.clone());
-        let matched_rows = match self.write(match_frame, &matched_path).await {
+        let matched_rows = match self.write("matching", match_frame, &matched_path).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.explain_read_error(execution_error("matching", e))),
         };
@@ -351,7 +404,7 @@ impl PlannedJob {
             status: JobState::Succeeded,
             stage: Stage::Done,
             progress: 1.0,
-            mode: Mode::Local,
+            mode: self.mode(),
             counts: Some(counts.clone()),
             output_paths: Some(output_paths.clone()),
             callback: None,

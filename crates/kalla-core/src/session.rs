@@ -10,8 +10,11 @@ use kalla_connectors::file::parse_decimal_udf;
 use std::sync::Arc;
 
 /// Every scalar UDF Kalla adds to DataFusion; sessions and codecs register exactly these.
+/// (plus the test-only fault function when its environment variable is set, see [`crate::fault`]).
 pub fn kalla_udfs() -> Vec<ScalarUDF> {
-    vec![tolerance_match(), tolerance_match_pct(), parse_decimal_udf()]
+    let mut udfs = vec![tolerance_match(), tolerance_match_pct(), parse_decimal_udf()];
+    udfs.extend(crate::fault::fault_udf_from_env());
+    udfs
 }
 
 /// Builds the session configuration jobs plan and run with.
@@ -25,7 +28,32 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     // partition elsewhere (a Ballista executor) would then read every file. Kalla's scans are
     // partitioned on purpose (Postgres page ranges), so each partition reads its own group.
     config.options_mut().execution.enable_file_stream_work_stealing = false;
+    // String columns stay `Utf8` (not `Utf8View`) in local and cluster mode alike: Ballista moves
+    // shuffle data as Arrow IPC over Flight, where view arrays make oversized frames.
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
     config
+}
+
+/// Settings a plan needs before it is planned for Ballista (the ones Ballista's own client
+/// applies): no round-robin repartitioning (a task runs a slice of a stage), no dynamic filters
+/// (their producer and consumer may land in different stages), scalar subqueries as joins, and
+/// hash joins broadcast only under Ballista's thresholds (128 MiB / 1M rows).
+/// `target_partitions` is the cluster's task slots unless `--partitions` fixed it.
+pub fn apply_cluster_settings(ctx: &SessionContext, target_partitions: usize) {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let options = state.config_mut().options_mut();
+    options.execution.target_partitions = target_partitions.max(1);
+    options.optimizer.enable_round_robin_repartition = false;
+    // The umbrella flag only rules its three members through `set`; the fields are set one by one.
+    options.optimizer.enable_dynamic_filter_pushdown = false;
+    options.optimizer.enable_join_dynamic_filter_pushdown = false;
+    options.optimizer.enable_topk_dynamic_filter_pushdown = false;
+    options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    options.optimizer.enable_physical_uncorrelated_scalar_subquery = false;
+    options.optimizer.hash_join_single_partition_threshold = 128 * 1024 * 1024;
+    options.optimizer.hash_join_single_partition_threshold_rows = 1_000_000;
 }
 
 /// A session with Kalla's UDFs; `pool` is the process-wide memory pool when a limit is set.

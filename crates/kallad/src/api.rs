@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     pub(crate) api_token: Option<Arc<str>>,
     /// The embedded Ballista scheduler executors register with.
     pub(crate) cluster: Arc<kalla_cluster::scheduler::EmbeddedScheduler>,
+    /// `--mode`.
+    pub(crate) mode: crate::scheduler::ModeArg,
 }
 
 /// An API error as an HTTP response.
@@ -209,8 +211,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The executors registered with the embedded scheduler and alive. Jobs still run in local
-/// mode in this build (distributed execution is not built yet), so `mode` is `local`.
+/// Where a job starting now would run: `cluster` when `--mode cluster`, or `--mode auto` with a
+/// live executor; else `local`.
+fn next_mode(mode: crate::scheduler::ModeArg, executors: usize) -> &'static str {
+    use crate::scheduler::ModeArg;
+    match mode {
+        ModeArg::Cluster => "cluster",
+        ModeArg::Auto if executors > 0 => "cluster",
+        _ => "local",
+    }
+}
+
+/// The executors registered with the embedded scheduler and alive, and where a job starting now
+/// would run (`mode`).
 #[utoipa::path(get, path = "/api/cluster", responses((status = 200, description = "{mode, executors}")))]
 async fn cluster(State(state): State<AppState>) -> Response {
     let executors: Vec<serde_json::Value> = state
@@ -225,13 +238,15 @@ async fn cluster(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
-    Json(serde_json::json!({"mode": "local", "executors": executors})).into_response()
+    let mode = next_mode(state.mode, executors.len());
+    Json(serde_json::json!({"mode": mode, "executors": executors})).into_response()
 }
 
 #[utoipa::path(get, path = "/ready", responses((status = 200, description = "{mode, executors, queued, running}"), (status = 503, description = "draining")))]
 async fn ready(State(state): State<AppState>) -> Response {
     let (queued, running, draining) = state.jobs.load();
     let executors = state.cluster.live_executors().await.len();
-    let body = serde_json::json!({"mode": "local", "executors": executors, "queued": queued, "running": running});
+    let mode = next_mode(state.mode, executors);
+    let body = serde_json::json!({"mode": mode, "executors": executors, "queued": queued, "running": running});
     if draining { (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response() } else { Json(body).into_response() }
 }

@@ -30,6 +30,11 @@ impl EngineArgs {
         self.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
     }
 
+    /// `--partitions` when given (cluster jobs otherwise take the live executors' task slots).
+    pub(crate) fn explicit_partitions(&self) -> Option<usize> {
+        self.partitions
+    }
+
     /// The process-wide pool of `--memory-limit`, when set.
     pub(crate) fn memory_pool(&self) -> Option<Arc<dyn MemoryPool>> {
         self.memory_limit.map(|b| memory_pool(usize::try_from(b.as_u64()).unwrap_or(usize::MAX)))

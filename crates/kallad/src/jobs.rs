@@ -8,6 +8,9 @@
 use crate::callbacks::Callbacks;
 use crate::journal::{Journal, Record, request_digest};
 use crate::metrics::Metrics;
+use crate::scheduler::ModeArg;
+use kalla_cluster::runner::ClusterRunner;
+use kalla_cluster::scheduler::EmbeddedScheduler;
 use kalla_core::progress::{ReadCounts, ReadTracker};
 use kalla_core::session::new_session;
 use kalla_core::timestamp_now as now;
@@ -61,7 +64,28 @@ pub(crate) struct ManagerConfig {
     pub(crate) journal: Journal,
     /// How long finished jobs stay queryable.
     pub(crate) retention: Duration,
+    /// The embedded scheduler and how to use it; `None`: every job runs in-process.
+    pub(crate) cluster: Option<ClusterConfig>,
 }
+
+/// How jobs use the cluster.
+#[derive(Clone)]
+pub(crate) struct ClusterConfig {
+    pub(crate) scheduler: Arc<EmbeddedScheduler>,
+    pub(crate) mode: ModeArg,
+    pub(crate) cluster_wait: Duration,
+    /// `--partitions` when given; else a cluster job takes the live executors' task slots.
+    pub(crate) partitions: Option<usize>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig").field("mode", &self.mode).field("cluster_wait", &self.cluster_wait).finish()
+    }
+}
+
+/// How often a `cluster` job waiting for its first executor looks again.
+const EXECUTOR_POLL: Duration = Duration::from_millis(200);
 
 /// What a submission answered.
 #[derive(Debug)]
@@ -308,14 +332,28 @@ impl JobManager {
                 self.write_journal(run_id, job);
             }
         }
-        tracing::info!("job started");
+        let mut planned = planned;
+        let runner = tokio::select! {
+            r = self.choose_mode(&mut planned) => r,
+            _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
+        };
+        let runner = match runner {
+            Ok(r) => r,
+            Err(e) => {
+                self.finish(run_id, Err(e), false);
+                return;
+            }
+        };
+        let mode = planned.mode();
+        self.update(run_id, |s| s.mode = mode);
+        tracing::info!(mode = ?mode, "job started");
         let observer = StageObserver { manager: Arc::clone(&self), run_id };
         let timeout = self.config.job_timeout;
         let reads = Arc::clone(&planned.reads);
         let mut meter = ReadMeter::default();
         let result = tokio::select! {
             r = planned.run(&observer) => r.map(Some),
-            never = self.watch_progress(run_id, &reads, &mut meter) => match never {},
+            never = self.watch_progress(run_id, &reads, runner.as_deref(), &mut meter) => match never {},
             _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
             _ = tokio::time::sleep(timeout) => Err(KallaError::new(
                 ErrorCode::Timeout,
@@ -326,19 +364,72 @@ impl JobManager {
         self.finish(run_id, result, false);
     }
 
+    /// Decides where a starting job runs (`--mode`, the live executors, whether its plans can be
+    /// shipped) and, for the cluster, sets the job up for it. `auto` runs locally when no executor
+    /// is alive or a plan cannot be distributed; `cluster` waits up to `--cluster-wait` for an
+    /// executor (`no_executors`) and refuses what cannot be distributed (`not_distributable`).
+    async fn choose_mode(&self, planned: &mut PlannedJob) -> Result<Option<Arc<ClusterRunner>>, KallaError> {
+        let Some(cluster) = &self.config.cluster else { return Ok(None) };
+        let mut executors = cluster.scheduler.live_executors().await;
+        match cluster.mode {
+            ModeArg::Local => return Ok(None),
+            ModeArg::Auto if executors.is_empty() => return Ok(None),
+            ModeArg::Auto => {
+                if let Err(e) = planned.distributable().await {
+                    tracing::info!(reason = %e.message, "the job runs locally: its plan cannot be distributed");
+                    return Ok(None);
+                }
+            }
+            ModeArg::Cluster => {
+                let deadline = tokio::time::Instant::now() + cluster.cluster_wait;
+                while executors.is_empty() {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(KallaError::new(
+                            ErrorCode::NoExecutors,
+                            format!(
+                                "no executor registered within --cluster-wait ({})",
+                                humantime::format_duration(cluster.cluster_wait)
+                            ),
+                        ));
+                    }
+                    tokio::time::sleep(EXECUTOR_POLL).await;
+                    executors = cluster.scheduler.live_executors().await;
+                }
+                planned.distributable().await?;
+            }
+        }
+        let slots: usize = executors.iter().map(|e| e.slots as usize).sum();
+        kalla_core::session::apply_cluster_settings(&planned.ctx, cluster.partitions.unwrap_or(slots.max(1)));
+        let runner = Arc::new(ClusterRunner::new(
+            Arc::clone(&cluster.scheduler),
+            planned.job.run_id.to_string(),
+            cluster.cluster_wait,
+            planned.plan_count(),
+        ));
+        planned.runner = Some(Arc::clone(&runner) as Arc<dyn kalla_core::remote::PlanRunner>);
+        Ok(Some(runner))
+    }
+
     /// While a job runs: its progress (never decreasing) and the read metrics, twice a second.
+    /// In cluster mode the scans run on the executors: progress is the share of the Ballista
+    /// tasks done, and no rows are counted here.
     async fn watch_progress(
         self: &Arc<Self>,
         run_id: Uuid,
         reads: &ReadTracker,
+        runner: Option<&ClusterRunner>,
         meter: &mut ReadMeter,
     ) -> std::convert::Infallible {
         loop {
             tokio::time::sleep(PROGRESS_TICK).await;
             meter.flush(reads, &self.metrics);
             let sample = reads.sample();
+            let fraction = match runner {
+                Some(r) => r.progress().await,
+                None => sample.fraction,
+            };
             if let Some(job) = self.lock().jobs.get_mut(&run_id) {
-                job.status.progress = job.status.progress.max(sample.fraction);
+                job.status.progress = job.status.progress.max(fraction);
                 job.rows_read = sample.rows_read;
             }
             self.progress_callback(run_id);
@@ -386,7 +477,7 @@ impl JobManager {
             JobState::Cancelled => "cancelled",
             _ => "failed",
         };
-        self.metrics.job_finished(outcome, ran_for);
+        self.metrics.job_finished(outcome, s.mode, ran_for);
         self.write_journal(run_id, job);
         if let Some(url) = job.callback_url.clone() {
             let (kind, body) = final_callback(&job.status, &job.aliases, ran_for);
@@ -469,7 +560,7 @@ impl JobManager {
                         "kallad restarted while the job was queued or running; submit it again with a new run_id",
                     ));
                     self.write_journal(run_id, &job);
-                    self.metrics.job_finished("failed", None);
+                    self.metrics.job_finished("failed", job.status.mode, None);
                 }
                 let undelivered = job.status.callback.as_ref().is_some_and(|c| !c.delivered);
                 if undelivered && let Some(url) = job.callback_url.clone() {
@@ -499,12 +590,15 @@ impl JobManager {
                 _ => {}
             }
             job.last_progress = Some((std::time::Instant::now(), stage, progress));
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "run_id": job.status.run_id,
                 "stage": stage,
                 "progress": progress,
-                "rows_read": job.rows_read,
             });
+            // Rows are counted where the scans run: here in local mode, not for cluster jobs.
+            if job.status.mode == Mode::Local {
+                body["rows_read"] = job.rows_read.into();
+            }
             (url, body)
         };
         let manager = Arc::clone(self);

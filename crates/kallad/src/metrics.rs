@@ -11,6 +11,7 @@
 //! `kalla_memory_pool_reserved_bytes` (0 without `--memory-limit`).
 
 use datafusion::execution::memory_pool::MemoryPool;
+use kalla_recipe::Mode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -115,10 +116,12 @@ impl Metrics {
     }
 
     /// Counts a finished job; `ran_for` is its run time when it started.
-    pub(crate) fn job_finished(&self, outcome: &str, ran_for: Option<std::time::Duration>) {
+    pub(crate) fn job_finished(&self, outcome: &str, mode: Mode, ran_for: Option<std::time::Duration>) {
         self.jobs_total.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
         if let Some(d) = ran_for {
-            self.job_duration.get_or_create(&ModeLabel { mode: "local".to_string() }).observe(d.as_secs_f64());
+            self.job_duration
+                .get_or_create(&ModeLabel { mode: if mode == Mode::Cluster { "cluster" } else { "local" }.to_string() })
+                .observe(d.as_secs_f64());
         }
     }
 

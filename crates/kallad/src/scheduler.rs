@@ -1,14 +1,11 @@
 //! `kallad scheduler`: the HTTP job service, and the embedded Ballista scheduler executors
-//! register with (gRPC on `--grpc-port`).
-//!
-//! Not built yet (said in the README): running jobs on the executors — jobs run in-process
-//! (local mode) whatever executors are registered; `--mode` and `--cluster-wait` are absent
-//! rather than ignored.
+//! register with (gRPC on `--grpc-port`). Each job runs in-process or on the executors, as
+//! `--mode` and the live executors decide when it starts (see [`crate::jobs`]).
 
 use crate::api::{AppState, router};
 use crate::callbacks::{Callbacks, parse_schedule, parse_secret};
 use crate::engine_args::EngineArgs;
-use crate::jobs::{JobManager, ManagerConfig};
+use crate::jobs::{ClusterConfig, JobManager, ManagerConfig};
 use crate::journal::Journal;
 use clap::Args;
 use std::process::ExitCode;
@@ -28,6 +25,14 @@ pub(crate) struct SchedulerArgs {
     /// An executor silent this long is dead (executors heartbeat every 5 s).
     #[arg(long, env = "KALLA_EXECUTOR_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     executor_timeout: Duration,
+    /// Where jobs run: `auto` (on the executors when at least one is alive at job start, else
+    /// in-process), `local`, or `cluster` (wait up to --cluster-wait for an executor).
+    #[arg(long, env = "KALLA_MODE", value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// In `cluster` mode, how long a job waits for a live executor (at start, and when every
+    /// executor is lost while it runs) before it fails with `no_executors`.
+    #[arg(long, env = "KALLA_CLUSTER_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    cluster_wait: Duration,
     /// Address to bind; set 0.0.0.0 deliberately, with --api-token.
     #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
@@ -60,6 +65,17 @@ pub(crate) struct SchedulerArgs {
     /// On SIGTERM, how long running jobs may take to finish before they are cancelled.
     #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ModeArg {
+    /// On the executors when one is alive at job start, else in-process.
+    Auto,
+    /// Always in-process.
+    Local,
+    /// Always on the executors.
+    Cluster,
 }
 
 async fn shutdown_signal() {
@@ -103,17 +119,45 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.executor_timeout <= kalla_cluster::executor::HEARTBEAT {
+        tracing::error!(
+            "--executor-timeout must be longer than the executors' {}s heartbeat",
+            kalla_cluster::executor::HEARTBEAT.as_secs()
+        );
+        return ExitCode::from(2);
+    }
+    let cluster = match kalla_cluster::scheduler::EmbeddedScheduler::start(
+        &args.bind_host,
+        args.grpc_port,
+        args.executor_timeout,
+        args.shutdown_grace,
+        args.cluster_wait,
+    )
+    .await
+    {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the embedded scheduler");
+            return ExitCode::from(2);
+        }
+    };
     let manager = JobManager::new(ManagerConfig {
         journal,
         partitions: args.engine.partitions(),
         memory_pool: args.engine.memory_pool(),
-        data_dir: args.engine.data_dir,
-        output_dir: args.engine.output_dir,
+        data_dir: args.engine.data_dir.clone(),
+        output_dir: args.engine.output_dir.clone(),
         callbacks,
         max_concurrent_jobs: args.max_concurrent_jobs,
         queue_capacity: args.queue_capacity,
         job_timeout: args.job_timeout,
         retention: args.job_retention,
+        cluster: Some(ClusterConfig {
+            scheduler: Arc::clone(&cluster),
+            mode: args.mode,
+            cluster_wait: args.cluster_wait,
+            partitions: args.engine.explicit_partitions(),
+        }),
     });
     match manager.recover() {
         Ok(n) => tracing::info!(jobs = n, dir = %state_dir.display(), "journal loaded"),
@@ -130,28 +174,9 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
             sweeper.expire();
         }
     });
-    if args.executor_timeout <= kalla_cluster::executor::HEARTBEAT {
-        tracing::error!(
-            "--executor-timeout must be longer than the executors' {}s heartbeat",
-            kalla_cluster::executor::HEARTBEAT.as_secs()
-        );
-        return ExitCode::from(2);
-    }
-    let cluster = match kalla_cluster::scheduler::EmbeddedScheduler::start(
-        &args.bind_host,
-        args.grpc_port,
-        args.executor_timeout,
-    )
-    .await
-    {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the embedded scheduler");
-            return ExitCode::from(2);
-        }
-    };
     tracing::info!(grpc_addr = %cluster.addr(), "Ballista scheduler listening for executors");
-    let state = AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from), cluster };
+    let state =
+        AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from), cluster, mode: args.mode };
     let addr = format!("{}:{}", args.bind_host, args.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
@@ -161,7 +186,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(a) => tracing::info!(addr = %a, "kallad scheduler listening (local mode)"),
+        Ok(a) => tracing::info!(addr = %a, mode = ?args.mode, "kallad scheduler listening"),
         Err(e) => tracing::warn!(error = %e, "listening, but the bound address is unknown"),
     }
     let drained = Arc::clone(&manager);

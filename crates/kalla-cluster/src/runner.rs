@@ -1,0 +1,249 @@
+//! Runs one kallad job's plans as Ballista jobs on the registered executors.
+//!
+//! The scheduler plans each of the job's queries in-process (its session has the job's tables,
+//! UDFs and cluster settings) and submits the *physical* plan to the embedded Ballista scheduler,
+//! which cuts it into stages and hands tasks to the executors; tasks read their sources themselves
+//! (Postgres partitions through Kalla's scan in the job's snapshot). When the Ballista job
+//! succeeds, the final partitions are fetched over Arrow Flight from the executors that hold them,
+//! one after another, and returned as one stream that kallad writes into the output files.
+//!
+//! Liveness: while a Ballista job is unfinished, the runner watches the live executors. Ballista
+//! re-runs the tasks of a lost executor on the others; when none is left for `cluster_wait`, the
+//! Ballista job is cancelled and the plan fails with `no_executors`. Dropping the future or the
+//! result stream before the Ballista job ended cancels it (kallad's cancel and timeout drop them).
+
+use crate::scheduler::EmbeddedScheduler;
+use ballista_core::JobId;
+use ballista_core::client::BallistaClient;
+use ballista_core::serde::protobuf::{PartitionLocation, job_status};
+use ballista_scheduler::state::execution_stage::ExecutionStage;
+use datafusion::common::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use kalla_core::remote::PlanRunner;
+use kalla_recipe::{ErrorCode, KallaError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often an unfinished Ballista job's status is read (its status channel wakes the wait too).
+const STATUS_TICK: Duration = Duration::from_millis(100);
+/// Largest Flight message accepted when fetching results.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Runs the plans of one kallad job on the cluster.
+pub struct ClusterRunner {
+    scheduler: Arc<EmbeddedScheduler>,
+    run_id: String,
+    cluster_wait: Duration,
+    plans_expected: usize,
+    /// Ballista jobs submitted for this run, in order.
+    jobs: Arc<Mutex<Vec<JobId>>>,
+}
+
+impl std::fmt::Debug for ClusterRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRunner").field("run_id", &self.run_id).finish_non_exhaustive()
+    }
+}
+
+fn failed(code: ErrorCode, message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(KallaError::new(code, message)))
+}
+
+/// Cancels a Ballista job when dropped before it ended.
+struct CancelOnDrop {
+    scheduler: Arc<EmbeddedScheduler>,
+    job_id: Option<JobId>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(job_id) = self.job_id.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let scheduler = Arc::clone(&self.scheduler);
+            handle.spawn(async move {
+                tracing::info!(job_id = %job_id, "cancelling the Ballista job");
+                if let Err(e) = scheduler.server().cancel_job(job_id).await {
+                    tracing::warn!(error = %e, "cannot cancel a Ballista job");
+                }
+            });
+        }
+    }
+}
+
+impl ClusterRunner {
+    /// A runner for the job `run_id`, which will execute `plans_expected` plans.
+    pub fn new(
+        scheduler: Arc<EmbeddedScheduler>,
+        run_id: String,
+        cluster_wait: Duration,
+        plans_expected: usize,
+    ) -> ClusterRunner {
+        ClusterRunner { scheduler, run_id, cluster_wait, plans_expected, jobs: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    fn jobs(&self) -> Vec<JobId> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Work done over work expected: each plan the run executes weighs the same; a plan's share
+    /// is the fraction of its Ballista stages' input partitions whose tasks succeeded.
+    pub async fn progress(&self) -> f64 {
+        let server = self.scheduler.server();
+        let running = server.state.task_manager.get_running_job_cache();
+        let mut done = 0.0;
+        for job_id in self.jobs() {
+            done += match running.get(&job_id) {
+                Some(info) => {
+                    let graph = info.execution_graph.read().await;
+                    let (mut finished, mut total) = (0usize, 0usize);
+                    for stage in graph.stages().values() {
+                        match stage {
+                            ExecutionStage::Successful(s) => {
+                                finished += s.partitions;
+                                total += s.partitions;
+                            }
+                            ExecutionStage::Running(s) => {
+                                let mut covered = vec![false; s.partitions];
+                                for t in &s.task_infos {
+                                    if matches!(
+                                        t.task_status,
+                                        ballista_core::serde::protobuf::task_status::Status::Successful(_)
+                                    ) {
+                                        for p in &t.global_input_partition_ids {
+                                            if let Some(c) = covered.get_mut(*p) {
+                                                *c = true;
+                                            }
+                                        }
+                                    }
+                                }
+                                finished += covered.iter().filter(|c| **c).count();
+                                total += s.partitions;
+                            }
+                            ExecutionStage::Resolved(s) => total += s.partitions,
+                            ExecutionStage::Failed(s) => total += s.partitions,
+                            ExecutionStage::UnResolved(_) => total += 1,
+                        }
+                    }
+                    if total == 0 { 0.0 } else { finished as f64 / total as f64 }
+                }
+                // Not running any more: finished (or failed, which ends the run anyway).
+                None => 1.0,
+            };
+        }
+        (done / self.plans_expected.max(1) as f64).min(kalla_core::progress::RUNNING_PROGRESS_CAP)
+    }
+
+    /// Waits for the Ballista job to end; its final partitions on success.
+    async fn wait(
+        scheduler: &EmbeddedScheduler,
+        job_id: &JobId,
+        label: &str,
+        cluster_wait: Duration,
+        mut updates: tokio::sync::mpsc::Receiver<ballista_core::serde::protobuf::JobStatus>,
+    ) -> Result<Vec<PartitionLocation>, DataFusionError> {
+        let mut updates_open = true;
+        let mut without_executors: Option<Instant> = None;
+        loop {
+            let status = scheduler.server().state.task_manager.get_job_status(job_id).await.map_err(|e| {
+                DataFusionError::Execution(format!("{label}: cannot read the Ballista job status: {e}"))
+            })?;
+            match status.and_then(|s| s.status) {
+                Some(job_status::Status::Successful(s)) => return Ok(s.partition_location),
+                Some(job_status::Status::Failed(f)) => {
+                    return Err(DataFusionError::Execution(format!("the Ballista job failed: {}", f.error)));
+                }
+                _ => {}
+            }
+            if scheduler.live_executors().await.is_empty() {
+                let since = *without_executors.get_or_insert_with(Instant::now);
+                if since.elapsed() >= cluster_wait {
+                    return Err(failed(
+                        ErrorCode::NoExecutors,
+                        format!(
+                            "{label}: no live executor for {} (--cluster-wait); the job cannot go on",
+                            humantime_secs(cluster_wait)
+                        ),
+                    ));
+                }
+            } else {
+                without_executors = None;
+            }
+            if updates_open {
+                tokio::select! {
+                    u = updates.recv() => updates_open = u.is_some(),
+                    _ = tokio::time::sleep(STATUS_TICK) => {}
+                }
+            } else {
+                tokio::time::sleep(STATUS_TICK).await;
+            }
+        }
+    }
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// The rows of one final partition, fetched over Flight from the executor that holds it.
+async fn fetch(location: PartitionLocation) -> Result<SendableRecordBatchStream, DataFusionError> {
+    let layout = location.layout();
+    let meta = location
+        .executor_meta
+        .ok_or_else(|| DataFusionError::Internal("a result partition without its executor".into()))?;
+    let partition_id =
+        location.partition_id.ok_or_else(|| DataFusionError::Internal("a result partition without its id".into()))?;
+    let port = u16::try_from(meta.port)
+        .map_err(|_| DataFusionError::Internal(format!("executor {} has a bad Flight port", meta.id)))?;
+    let mut client =
+        BallistaClient::try_new(&meta.host, port, MAX_MESSAGE, false, None, 3, 200, 0, 0).await.map_err(|e| {
+            DataFusionError::Execution(format!("cannot reach executor {} at {}:{port}: {e}", meta.id, meta.host))
+        })?;
+    client
+        .fetch_partition(&meta.id, &partition_id.into(), location.file_id, layout, true)
+        .await
+        .map_err(|e| DataFusionError::Execution(format!("cannot fetch a result partition from {}: {e}", meta.id)))
+}
+
+impl PlanRunner for ClusterRunner {
+    fn execute(
+        &self,
+        label: String,
+        plan: Arc<dyn ExecutionPlan>,
+        ctx: SessionContext,
+    ) -> BoxFuture<'static, Result<SendableRecordBatchStream, DataFusionError>> {
+        let scheduler = Arc::clone(&self.scheduler);
+        let run_id = self.run_id.clone();
+        let cluster_wait = self.cluster_wait;
+        let jobs = Arc::clone(&self.jobs);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let schema = plan.schema();
+        Box::pin(async move {
+            let job_id = scheduler
+                .server()
+                .submit_physical_plan(&format!("{run_id}: {label}"), Arc::new(ctx), plan, Some(tx))
+                .await
+                .map_err(|e| DataFusionError::Execution(format!("{label}: Ballista refused the plan: {e}")))?;
+            tracing::info!(job_id = %job_id, plan = %label, "submitted to the cluster");
+            jobs.lock().unwrap_or_else(|p| p.into_inner()).push(job_id.clone());
+            let mut guard = CancelOnDrop { scheduler: Arc::clone(&scheduler), job_id: Some(job_id.clone()) };
+            let outcome = Self::wait(&scheduler, &job_id, &label, cluster_wait, rx).await;
+            let mut locations = match outcome {
+                Ok(locations) => {
+                    guard.job_id = None;
+                    locations
+                }
+                Err(e) => return Err(e),
+            };
+            locations.sort_by_key(|l| l.partition_id.as_ref().map(|p| p.partition_id));
+            let stream =
+                futures::stream::iter(locations).then(fetch).map_ok(|s| s.map_err(DataFusionError::from)).try_flatten();
+            Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)) as SendableRecordBatchStream)
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! Fault injection for the cluster tests, in the style of Ballista's chaos testing: a SQL function
+//! `kalla_test_fault(mode, value)` that fires a bounded number of times *across processes*.
+//!
+//! It exists only when the environment variable [`FAULTS_ENV`] names a directory (tests set it
+//! for the scheduler and executor processes they start; an operator never does). Each mode has a
+//! budget: the files `<dir>/<mode>/token-*`. An invocation (one per batch) fires when it removes a
+//! token — removal is atomic, so N tokens fire N times in the whole cluster — and otherwise
+//! returns `true` for every row. The function is volatile, so a predicate using it is neither
+//! folded away nor pushed into a source.
+//!
+//! Modes:
+//! - `io`: fails the batch with an I/O error (Ballista retries a task that failed that way);
+//! - `hold`: writes `<dir>/held-<pid>` and blocks the task forever, so a test can SIGKILL the
+//!   process that holds it in the middle of the job.
+
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The environment variable that enables the function: a directory of token budgets.
+pub const FAULTS_ENV: &str = "KALLA_TEST_FAULTS";
+/// The function's name.
+pub const TEST_FAULT: &str = "kalla_test_fault";
+
+/// The fault function when the test hook is enabled.
+pub fn fault_udf_from_env() -> Option<ScalarUDF> {
+    let dir = std::env::var_os(FAULTS_ENV)?;
+    Some(ScalarUDF::new_from_impl(FaultUdf {
+        dir: PathBuf::from(dir),
+        signature: Signature::any(2, Volatility::Volatile),
+    }))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FaultUdf {
+    dir: PathBuf,
+    signature: Signature,
+}
+
+/// Takes one token of `budget`, if any is left.
+fn take_token(budget: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(budget) else { return false };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("token-") && std::fs::remove_file(entry.path()).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+impl ScalarUDFImpl for FaultUdf {
+    fn name(&self) -> &str {
+        TEST_FAULT
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let mode = match args.args.first() {
+            Some(ColumnarValue::Scalar(s)) => s.to_string(),
+            _ => return exec_err!("{TEST_FAULT}: the mode must be a literal"),
+        };
+        if !matches!(mode.as_str(), "io" | "hold") {
+            return exec_err!("{TEST_FAULT}: unknown mode {mode}");
+        }
+        if take_token(&self.dir.join(&mode)) {
+            match mode.as_str() {
+                "io" => {
+                    return Err(DataFusionError::IoError(std::io::Error::other(
+                        "injected I/O fault (kalla_test_fault)",
+                    )));
+                }
+                _ => {
+                    let marker = self.dir.join(format!("held-{}", std::process::id()));
+                    std::fs::write(&marker, b"").map_err(DataFusionError::IoError)?;
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; args.number_rows]))))
+    }
+}

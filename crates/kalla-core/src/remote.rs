@@ -1,0 +1,24 @@
+//! Where a job's physical plans run. By default the engine executes them in-process; a
+//! [`PlanRunner`] set on a [`crate::PlannedJob`] runs them elsewhere (kalla-cluster's runner ships
+//! them to Ballista executors) and hands back their rows as one stream, which the engine writes
+//! exactly as it writes local results. The engine stays ignorant of Ballista.
+
+use datafusion::common::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+
+/// Runs physical plans somewhere other than this process.
+pub trait PlanRunner: Send + Sync + std::fmt::Debug {
+    /// Runs `plan` (planned in `ctx`) and returns all its output partitions as one stream.
+    /// `label` names the plan in logs (`matching`, `unmatched rows of invoices`, …). Dropping the
+    /// returned future or stream before the end must stop the remote work.
+    fn execute(
+        &self,
+        label: String,
+        plan: Arc<dyn ExecutionPlan>,
+        ctx: SessionContext,
+    ) -> BoxFuture<'static, Result<SendableRecordBatchStream, DataFusionError>>;
+}
