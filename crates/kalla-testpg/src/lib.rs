@@ -9,6 +9,9 @@
 //! them the first test that needs Postgres fails saying what to install.
 #![warn(missing_docs)]
 
+pub mod rows;
+
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -243,6 +246,33 @@ pub fn server() -> &'static TestPg {
 }
 
 impl TestPg {
+    /// Loads a CSV text (header first, no quoting) into a new table `table` with `COPY FROM
+    /// STDIN` through psql, each column typed as Kalla's CSV inference types it (a `schema`
+    /// entry `{column: "decimal(p,s)"}` wins).
+    pub fn load_csv(&self, db: &str, table: &str, csv: &str, schema: &serde_json::Value) {
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        let columns: Vec<String> = header
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let values: Vec<&str> = rows.iter().map(|r| r.get(i).copied().unwrap_or("")).collect();
+                format!("\"{name}\" {}", column_type(&values, schema.get(*name).and_then(serde_json::Value::as_str)))
+            })
+            .collect();
+        self.psql(db, &format!("CREATE TABLE {table} ({})", columns.join(", ")));
+        let mut child = self
+            .psql_command(db)
+            .args(["-c", &format!("\\copy {table} FROM STDIN WITH (FORMAT csv, HEADER true)")])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(csv.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "loading {table}");
+        self.psql(db, &format!("ANALYZE {table}"));
+    }
+
     /// Creates a fresh database and returns its name.
     pub fn database(&self, prefix: &str) -> String {
         let n = DATABASES.fetch_add(1, Ordering::SeqCst);
@@ -275,5 +305,38 @@ impl TestPg {
     /// The directory holding the server binaries.
     pub fn bindir(&self) -> &Path {
         &self.bin
+    }
+}
+
+/// The Postgres type the engine's CSV inference would give a column: integers → int8, plain
+/// decimals → numeric(38, widest scale), anything else → text; a `schema` decimal wins.
+fn column_type(values: &[&str], declared: Option<&str>) -> String {
+    if let Some(d) = declared {
+        return d.replace("decimal", "numeric");
+    }
+    let present: Vec<&&str> = values.iter().filter(|v| !v.is_empty()).collect();
+    let integer = |v: &str| {
+        let digits = v.strip_prefix('-').unwrap_or(v);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
+    };
+    let decimal = |v: &str| {
+        let body = v.strip_prefix('-').unwrap_or(v);
+        match body.split_once('.') {
+            Some((i, f)) => {
+                !i.is_empty()
+                    && !f.is_empty()
+                    && (i.bytes().chain(f.bytes())).all(|b| b.is_ascii_digit())
+                    && (i == "0" || !i.starts_with('0'))
+            }
+            None => false,
+        }
+    };
+    if !present.is_empty() && present.iter().all(|v| integer(v)) {
+        "int8".into()
+    } else if !present.is_empty() && present.iter().all(|v| integer(v) || decimal(v)) {
+        let scale = present.iter().map(|v| v.split_once('.').map(|(_, f)| f.len()).unwrap_or(0)).max().unwrap_or(0);
+        format!("numeric(38,{scale})")
+    } else {
+        "text".into()
     }
 }

@@ -350,6 +350,7 @@ impl JobManager {
         let observer = StageObserver { manager: Arc::clone(&self), run_id };
         let timeout = self.config.job_timeout;
         let reads = Arc::clone(&planned.reads);
+        let snapshots = Arc::clone(&planned.snapshots);
         let mut meter = ReadMeter::default();
         let result = tokio::select! {
             r = planned.run(&observer) => r.map(Some),
@@ -361,6 +362,8 @@ impl JobManager {
             )),
         };
         meter.flush(&reads, &self.metrics);
+        // Whatever ended the job, no Postgres backend reading for it outlives it.
+        snapshots.end_stray_backends().await;
         self.finish(run_id, result, false);
     }
 

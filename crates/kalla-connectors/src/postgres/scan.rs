@@ -402,7 +402,10 @@ fn read_error(alias: &str, message: String) -> DataFusionError {
 
 /// The state of one partition's stream.
 struct Reading {
-    conn: PgConnection,
+    /// Released as soon as the range's COPY ends: a consumer may hold a finished stream for a
+    /// long time (a join working through its last batch, a plan kept by a cancelled task), and
+    /// the backend must not wait idle in its transaction meanwhile.
+    conn: Option<PgConnection>,
     copy: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
     decoder: CopyDecoder,
     alias: String,
@@ -435,7 +438,7 @@ impl FileOpener for PgOpener {
             let schema = Arc::new(spec.schema().project(&columns)?);
             let types = columns.iter().filter_map(|i| spec.columns.get(*i)).map(|c| c.pg_type.clone()).collect();
             let decoder = CopyDecoder::new(schema, types, batch_size);
-            let state = Reading { conn, copy, decoder, alias, ended: false, bytes };
+            let state = Reading { conn: Some(conn), copy, decoder, alias, ended: false, bytes };
             Ok(futures::stream::try_unfold(state, next_batch).boxed())
         }))
     }
@@ -458,7 +461,9 @@ async fn next_batch(mut st: Reading) -> Result<Option<(RecordBatch, Reading)>> {
             }
             None => {
                 st.decoder.finish().map_err(|e| read_error(&st.alias, e.to_string()))?;
-                st.conn.done();
+                if let Some(mut conn) = st.conn.take() {
+                    conn.done();
+                }
                 st.ended = true;
                 let batch = st.decoder.flush().map_err(|e| read_error(&st.alias, e.to_string()))?;
                 return Ok(batch.map(|b| (b, st)));

@@ -108,6 +108,27 @@ impl SnapshotRegistry {
         Ok(HeldSnapshot { id: row.get(0), txid_snapshot: row.get(1), holder: conn })
     }
 
+    /// Ends every other backend of this job in the databases it holds snapshots of (they carry
+    /// the job's `application_name`). Called when a job ends, however it ends: a reader the
+    /// job's executors failed to close (a cancelled task whose plan is still referenced) must
+    /// not outlive it. Failures are logged; they do not change the job's outcome.
+    pub async fn end_stray_backends(&self) {
+        let held = self.held.lock().await;
+        for snapshot in held.by_database.values() {
+            let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                       WHERE application_name = $1 AND pid <> pg_backend_pid()";
+            match snapshot.holder.query_one(sql, &[&format!("kallad/{}", self.run_id)]).await {
+                Ok(row) => {
+                    let ended: i64 = row.get(0);
+                    if ended > 0 {
+                        tracing::info!(backends = ended, "ended Postgres backends the job left behind");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %describe(&e), "cannot end the job's stray Postgres backends"),
+            }
+        }
+    }
+
     /// Per database (`host:port/db`), the snapshot id and `txid_current_snapshot()`.
     pub async fn audit(&self) -> BTreeMap<String, (String, String)> {
         self.held

@@ -1,68 +1,8 @@
 //! Jobs whose sources live in Postgres give exactly the results of the same data in files.
 
 use crate::harness::{Fixture, all_rows, job};
-use kalla_testpg::{TestPg, server};
+use kalla_testpg::server;
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::Stdio;
-
-/// The Postgres type the engine's CSV inference would give a column: integers → int8, plain
-/// decimals → numeric(38, widest scale), anything else → text; a `schema` decimal wins.
-fn column_type(values: &[&str], declared: Option<&str>) -> String {
-    if let Some(d) = declared {
-        return d.replace("decimal", "numeric");
-    }
-    let present: Vec<&&str> = values.iter().filter(|v| !v.is_empty()).collect();
-    let integer = |v: &str| {
-        let digits = v.strip_prefix('-').unwrap_or(v);
-        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
-    };
-    let decimal = |v: &str| {
-        let body = v.strip_prefix('-').unwrap_or(v);
-        match body.split_once('.') {
-            Some((i, f)) => {
-                !i.is_empty()
-                    && !f.is_empty()
-                    && (i.bytes().chain(f.bytes())).all(|b| b.is_ascii_digit())
-                    && (i == "0" || !i.starts_with('0'))
-            }
-            None => false,
-        }
-    };
-    if !present.is_empty() && present.iter().all(|v| integer(v)) {
-        "int8".into()
-    } else if !present.is_empty() && present.iter().all(|v| integer(v) || decimal(v)) {
-        let scale = present.iter().map(|v| v.split_once('.').map(|(_, f)| f.len()).unwrap_or(0)).max().unwrap_or(0);
-        format!("numeric(38,{scale})")
-    } else {
-        "text".into()
-    }
-}
-
-/// Loads a CSV text into a new table with `COPY FROM STDIN` through psql.
-fn load(pg: &TestPg, db: &str, table: &str, csv: &str, schema: &Value) {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    let columns: Vec<String> = header
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let values: Vec<&str> = rows.iter().map(|r| r.get(i).copied().unwrap_or("")).collect();
-            format!("\"{name}\" {}", column_type(&values, schema.get(*name).and_then(Value::as_str)))
-        })
-        .collect();
-    pg.psql(db, &format!("CREATE TABLE {table} ({})", columns.join(", ")));
-    let mut child = pg
-        .psql_command(db)
-        .args(["-c", &format!("\\copy {table} FROM STDIN WITH (FORMAT csv, HEADER true)")])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(csv.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "loading {table}");
-    pg.psql(db, &format!("ANALYZE {table}"));
-}
 
 #[tokio::test]
 async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
@@ -83,7 +23,7 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
         for src in pg_sources.as_array_mut().unwrap() {
             let file = src["uri"].as_str().unwrap().to_string();
             let table = format!("s{n}_{}", file.trim_end_matches(".csv"));
-            load(pg, &db, &table, s["files"][&file].as_str().unwrap(), &src["schema"]);
+            pg.load_csv(&db, &table, s["files"][&file].as_str().unwrap(), &src["schema"]);
             src["uri"] = json!(pg.uri(&db, &table));
             src.as_object_mut().unwrap().remove("schema");
         }

@@ -35,6 +35,17 @@ impl Daemon {
 
     /// Starts a daemon logging at `level` (`RUST_LOG`).
     pub(crate) fn start_logging(data: &Path, out: Arc<tempfile::TempDir>, extra: &[&str], level: &str) -> Daemon {
+        Daemon::start_env(data, out, extra, level, &[])
+    }
+
+    /// Starts a daemon with extra environment variables.
+    pub(crate) fn start_env(
+        data: &Path,
+        out: Arc<tempfile::TempDir>,
+        extra: &[&str],
+        level: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
             .args(["scheduler", "--http-port", "0", "--grpc-port", "0", "--data-dir"])
             .arg(data)
@@ -43,6 +54,7 @@ impl Daemon {
             .args(extra)
             .env("RUST_LOG", level)
             .env("KALLA_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -26,7 +26,7 @@ fn uuid_for(name: &str) -> String {
 }
 
 /// A URI that needs the password user's real password.
-fn password_uri(db: &str, table: &str, password: &str) -> String {
+pub(crate) fn password_uri(db: &str, table: &str, password: &str) -> String {
     format!("postgres://{PASSWORD_USER}:{password}@127.0.0.1:{}/{db}?table={table}&sslmode=disable", server().port)
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-fn scenarios() -> Vec<Value> {
+pub(crate) fn scenarios() -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios.json");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let scenarios: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
@@ -17,8 +17,8 @@ fn scenarios() -> Vec<Value> {
 }
 
 /// Writes the scenario's files under `<data>/<name>/` and returns its job request, the source
-/// URIs pointing there.
-fn request(data: &Path, s: &Value, callback_url: &str) -> Value {
+/// URIs pointing there, its outputs under `<prefix>/<name>`.
+pub(crate) fn request(data: &Path, s: &Value, callback_url: &str, prefix: &str) -> Value {
     let name = s["name"].as_str().expect("every scenario has a name");
     let dir = data.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,7 +33,7 @@ fn request(data: &Path, s: &Value, callback_url: &str) -> Value {
         "run_id": uuid::Uuid::new_v4().to_string(),
         "match_sql": s["match_sql"],
         "sources": sources,
-        "output_path": format!("scen/{name}"),
+        "output_path": format!("{prefix}/{name}"),
         "callback_url": callback_url,
     })
 }
@@ -47,7 +47,7 @@ fn every_engine_scenario_over_http_reports_its_counts_in_the_complete_callback()
     let callback_url = format!("http://{}/hooks", receiver.addr);
     let mut runs = Vec::new();
     for s in &scenarios {
-        let job = request(data.path(), s, &callback_url);
+        let job = request(data.path(), s, &callback_url, "scen");
         let (code, body) = d.post("/api/jobs", &job);
         assert_eq!(code, 202, "{}: {body}", s["name"]);
         runs.push((s, job["run_id"].as_str().unwrap().to_string()));
