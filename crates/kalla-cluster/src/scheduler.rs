@@ -2,6 +2,7 @@
 //! and heartbeat there), next to kallad's own HTTP API on another port. The scheduler's own
 //! HTTP routes (health checks) are served on the gRPC port, so they never clash with kallad's.
 
+use ballista_core::serde::protobuf::executor_status::Status;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
@@ -103,7 +104,7 @@ impl EmbeddedScheduler {
         self.addr
     }
 
-    /// Executors that sent a heartbeat within the executor timeout.
+    /// Executors that sent a heartbeat within the executor timeout and are not draining.
     pub async fn live_executors(&self) -> Vec<ExecutorInfo> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let states = match self.server.state.executor_manager.get_executors_state().await {
@@ -117,7 +118,17 @@ impl EmbeddedScheduler {
             .into_iter()
             .filter_map(|(meta, heartbeat, _)| {
                 let age = heartbeat.map(|t| now.saturating_sub(t.as_secs()));
-                let alive = age.is_some_and(|a| a <= self.executor_timeout.as_secs());
+                // A draining (SIGTERM) or dead executor takes no new tasks: not live.
+                let active = !matches!(
+                    self.server
+                        .state
+                        .executor_manager
+                        .get_executor_hearbeat(&meta.id)
+                        .and_then(|h| h.status)
+                        .and_then(|s| s.status),
+                    Some(Status::Terminating(_) | Status::Dead(_))
+                );
+                let alive = active && age.is_some_and(|a| a <= self.executor_timeout.as_secs());
                 alive.then_some(ExecutorInfo {
                     id: meta.id,
                     host: meta.host,

@@ -50,9 +50,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Run(args) => runtime.block_on(run_cmd::run(args)),
         Command::Scheduler(args) => runtime.block_on(scheduler::run(args)),
         Command::Executor(args) => runtime.block_on(executor_cmd::run_executor(args)),
-    }
+    };
+    // The command decided to exit (its grace periods are over): work still running — a task
+    // stuck in a long computation on an executor — must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

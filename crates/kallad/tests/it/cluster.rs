@@ -80,12 +80,25 @@ struct Cluster {
     executors: Vec<Option<Executor>>,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// Flags of every executor.
+    executor_args: Vec<String>,
     _one: MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     /// A scheduler with `extra` flags and `executors` executors, all with `env`.
     fn start(data: &Path, executors: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(data, executors, extra, env, &[])
+    }
+
+    /// Like `start`, every executor started with `executor_args`.
+    fn start_with(
+        data: &Path,
+        executors: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        executor_args: &[&str],
+    ) -> Cluster {
         let one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
         let d = Daemon::start_env(data, Arc::new(tempfile::tempdir().unwrap()), extra, "info", env);
         let grpc = grpc_port(&d);
@@ -95,6 +108,7 @@ impl Cluster {
             executors: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            executor_args: executor_args.iter().map(|a| a.to_string()).collect(),
             _one: one,
         };
         for _ in 0..executors {
@@ -115,6 +129,7 @@ impl Cluster {
             .args(["--flight-port", &flight.to_string(), "--grpc-port", &grpc.to_string()])
             .arg("--work-dir")
             .arg(self.dir.path().join(format!("work{i}")))
+            .args(&self.executor_args)
             .args(extra)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
@@ -206,6 +221,10 @@ fn executors_join_and_leave_a_running_scheduler() {
         (Some("127.0.0.1"), Some(started.flight as u64), Some(started.grpc as u64))
     );
     assert_eq!(e["slots"], 2);
+    // Ballista's own REST API is not built in: its port answers nothing under /api.
+    let ballista = reqwest::blocking::get(format!("http://127.0.0.1:{}/api/jobs", c.grpc)).unwrap();
+    assert_eq!(ballista.status().as_u16(), 404);
+    assert_eq!(c.d.get("/api/jobs").0, 200);
     // A second one joins without restarting anything.
     let second = c.add_executor(&["--memory-limit", "1GiB"]);
     wait_for_executors(&c.d, 2, Duration::from_secs(20));
@@ -235,7 +254,9 @@ fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
         assert_eq!(r["counts"]["matched"], s["expect"]["matched"], "{}: {r}", s["name"]);
     }
     let mut cluster_runs = Vec::new();
-    for partitions in ["1", "7"] {
+    // CI runs 1 and 7 partitions; scripts/cluster-matrix.sh runs 1, 2, 7 and 16.
+    let matrix = std::env::var("KALLA_CLUSTER_PARTITIONS").unwrap_or_else(|_| "1,7".into());
+    for partitions in matrix.split(',') {
         let mut c = Cluster::start(data.path(), 1, &["--partitions", partitions], &[]);
         let one = run_all(&c.d, &scenario_requests(data.path(), &callback_url, &format!("p{partitions}-one")));
         assert_same_as_local(&format!("1 executor, {partitions} partitions"), &local, &reference, &c.d, &one);
@@ -332,35 +353,51 @@ fn postgres_sources_are_read_by_the_executors_once_in_one_snapshot_and_cancel_st
 
     let local = Daemon::start(data.path(), &["--mode", "local", "--partitions", "7"]);
     let reference = run_all(&local, &requests);
-    let fresh = |requests: &[Value]| -> Vec<Value> {
+    let fresh = |requests: &[Value], tag: &str| -> Vec<Value> {
         requests
             .iter()
             .map(|r| {
                 let mut r = r.clone();
                 r["run_id"] = json!(uuid::Uuid::new_v4().to_string());
+                r["output_path"] = json!(format!("{tag}/{}", r["output_path"].as_str().unwrap()));
                 r
             })
             .collect()
     };
-    let c = Cluster::start(data.path(), 2, &["--mode", "cluster", "--partitions", "7"], &[]);
-    let statuses = run_all(&c.d, &fresh(&requests));
-    assert_same_as_local("postgres, 2 executors, 7 partitions", &local, &reference, &c.d, &statuses);
-    let n = statuses.len();
-    for s in &statuses[n - 2..] {
-        assert_eq!(
-            s["counts"],
-            json!({"total": {"b": 300000, "m": 300000}, "matched": 300000, "unmatched": {"b": 0, "m": 0}}),
-            "{s}"
-        );
+    let matrix = std::env::var("KALLA_CLUSTER_PARTITIONS").unwrap_or_else(|_| "1,7".into());
+    let matrix: Vec<&str> = matrix.split(',').collect();
+    let mut c = None;
+    for partitions in &matrix {
+        drop(c.take());
+        let cluster = c.insert(Cluster::start(data.path(), 1, &["--mode", "cluster", "--partitions", partitions], &[]));
+        for executors in [1, 2] {
+            if executors == 2 {
+                cluster.add_executor(&[]);
+                wait_for_executors(&cluster.d, 2, Duration::from_secs(30));
+            }
+            let what = format!("postgres, {executors} executor(s), {partitions} partitions");
+            let statuses = run_all(&cluster.d, &fresh(&requests, &format!("e{executors}")));
+            assert_same_as_local(&what, &local, &reference, &cluster.d, &statuses);
+            let n = statuses.len();
+            for s in &statuses[n - 2..] {
+                assert_eq!(
+                    s["counts"],
+                    json!({"total": {"b": 300000, "m": 300000}, "matched": 300000, "unmatched": {"b": 0, "m": 0}}),
+                    "{what}: {s}"
+                );
+            }
+            // Both tables of the last job were read in one snapshot, named in the audit trail.
+            let summary: Value = serde_json::from_slice(
+                &std::fs::read(cluster.d.out.path().join(statuses[n - 1]["output_paths"]["summary"].as_str().unwrap()))
+                    .unwrap(),
+            )
+            .unwrap();
+            let snapshot = |i: usize| summary["audit"]["sources"][i]["postgres"]["snapshot_id"].clone();
+            assert!(snapshot(0).as_str().is_some_and(|s| !s.is_empty()), "{summary}");
+            assert_eq!(snapshot(0), snapshot(1));
+        }
     }
-    // Both tables of the last job were read in one snapshot, named in the audit trail.
-    let summary: Value = serde_json::from_slice(
-        &std::fs::read(c.d.out.path().join(statuses[n - 1]["output_paths"]["summary"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
-    let snapshot = |i: usize| summary["audit"]["sources"][i]["postgres"]["snapshot_id"].clone();
-    assert!(snapshot(0).as_str().is_some_and(|s| !s.is_empty()), "{summary}");
-    assert_eq!(snapshot(0), snapshot(1));
+    let c = c.expect("at least one partition count");
 
     // Cancelling a long cluster job ends the executors' Postgres backends within a second.
     let mut long = once("long", &password_uri(&db, "wide", PASSWORD));
@@ -447,11 +484,12 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
         })
     };
     let exact = json!({"total": {"i": 60000, "p": 20000}, "matched": 20000, "unmatched": {"i": 40000, "p": 0}});
-    let mut c = Cluster::start(
+    let mut c = Cluster::start_with(
         data.path(),
         2,
         &["--mode", "cluster", "--partitions", "4", "--executor-timeout", "6s", "--cluster-wait", "3s"],
         &env,
+        &["--shutdown-grace", "2s"],
     );
 
     // A task that fails once with an I/O error is retried; the result is exact.
@@ -470,11 +508,48 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
     let victim = (0..2).find(|i| c.pid(*i) == pid).expect("an executor holds the fault");
     let running = c.d.get(&format!("/api/jobs/{run_id}")).1;
     assert_eq!((running["status"].as_str(), running["mode"].as_str()), (Some("running"), Some("cluster")));
+    // Progress comes from Ballista's tasks: the tasks not held finish, the held one does not.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let progress = loop {
+        let p = c.d.get(&format!("/api/jobs/{run_id}")).1["progress"].as_f64().unwrap();
+        if p > 0.0 {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no progress while one task is held");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(progress < 0.99, "{progress}");
     c.kill(victim);
     std::fs::remove_file(faults.path().join(format!("held-{pid}"))).unwrap();
     let s = c.d.wait_final(&run_id, Duration::from_secs(90));
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["counts"], exact);
+
+    // SIGTERM on the executor holding a task: it takes no new task, waits --shutdown-grace (2 s)
+    // for the stuck one, exits 0; the task re-runs on the other executor; the result is exact.
+    c.add_executor(&[]);
+    wait_for_executors(&c.d, 2, Duration::from_secs(30));
+    tokens(faults.path(), "hold", 1);
+    let j = job("hold");
+    let run_id = j["run_id"].as_str().unwrap().to_string();
+    assert_eq!(c.d.post("/api/jobs", &j).0, 202);
+    let pid = held_pid(faults.path());
+    let holder = (0..c.executors.len()).find(|i| c.executors[*i].is_some() && c.pid(*i) == pid).unwrap();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let termed = Instant::now();
+    let exit = loop {
+        if let Some(status) = c.executors[holder].as_mut().unwrap().child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(termed.elapsed() < Duration::from_secs(15), "the executor did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    std::fs::remove_file(faults.path().join(format!("held-{pid}"))).unwrap();
+    let s = c.d.wait_final(&run_id, Duration::from_secs(90));
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["counts"], exact);
+    c.kill(holder);
 
     // Every executor gone in the middle of a job: it fails with `no_executors` within the
     // executor timeout (6 s) plus --cluster-wait (3 s) plus the reaper's and the status polls'
@@ -489,6 +564,7 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
     for i in 0..c.executors.len() {
         c.kill(i);
     }
+    assert_eq!(c.executors.iter().filter(|e| e.is_some()).count(), 0);
     let killed = Instant::now();
     let s = c.d.wait_final(&run_id, Duration::from_secs(30));
     assert!(killed.elapsed() < Duration::from_secs(6 + 3 + 5), "took {:?}", killed.elapsed());
