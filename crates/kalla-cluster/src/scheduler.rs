@@ -50,13 +50,15 @@ impl Drop for EmbeddedScheduler {
 }
 
 impl EmbeddedScheduler {
-    /// Binds `bind_host:port` (0 picks a free port) and serves the scheduler's gRPC there.
+    /// Binds `bind_host:port` (0 picks a free port) and serves the scheduler's gRPC there;
+    /// executors are told to reach it at `external_host`.
     /// `executor_timeout` is how long an executor may stay silent before it is dead;
     /// `drain_grace` how long a stopping executor may take to finish its tasks before they are
     /// re-run elsewhere (the executors' `--shutdown-grace`); `cluster_wait` how long kallad lets
     /// a job go on with no executor (Ballista's own limit is set beyond it, so kallad's fires).
     pub async fn start(
         bind_host: &str,
+        external_host: &str,
         port: u16,
         executor_timeout: Duration,
         drain_grace: Duration,
@@ -68,7 +70,7 @@ impl EmbeddedScheduler {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let timeout = executor_timeout.as_secs().max(1);
         let config = SchedulerConfig {
-            external_host: addr.ip().to_string(),
+            external_host: external_host.to_string(),
             bind_port: addr.port(),
             executor_timeout_seconds: timeout,
             expire_dead_executor_interval_seconds: (timeout / 3).max(1),

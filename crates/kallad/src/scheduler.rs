@@ -36,6 +36,10 @@ pub(crate) struct SchedulerArgs {
     /// Address to bind; set 0.0.0.0 deliberately, with --api-token.
     #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
+    /// The address executors use to reach this scheduler's gRPC port (they report task results
+    /// there); default --bind-host, required when that is 0.0.0.0 or ::.
+    #[arg(long, env = "KALLA_SCHEDULER_EXTERNAL_HOST")]
+    external_host: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
     /// Jobs running at once.
@@ -126,8 +130,20 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let external_host = match (&args.external_host, args.bind_host.as_str()) {
+        (Some(h), _) => h.clone(),
+        (None, "0.0.0.0" | "::") => {
+            tracing::error!(
+                "--external-host is required when binding {}: executors must be told an address of this scheduler",
+                args.bind_host
+            );
+            return ExitCode::from(2);
+        }
+        (None, host) => host.to_string(),
+    };
     let cluster = match kalla_cluster::scheduler::EmbeddedScheduler::start(
         &args.bind_host,
+        &external_host,
         args.grpc_port,
         args.executor_timeout,
         args.shutdown_grace,
