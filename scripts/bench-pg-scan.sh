@@ -12,18 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kalla-target}"
 cargo build --release --workspace --bins --examples >&2
 SCAN="$CARGO_TARGET_DIR/release/examples/pg_scan"
 
-PGBIN="$(pg_config --bindir 2>/dev/null || true)"
-[ -x "$PGBIN/initdb" ] || PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-[ -x "$PGBIN/initdb" ] || { echo "no PostgreSQL server binaries: apt-get install -y postgresql" >&2; exit 1; }
-DIR="$(mktemp -d /tmp/kalla-bench-pg.XXXXXX)"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-AS=()
-if [ "$(id -u)" = 0 ]; then chown -R postgres:postgres "$DIR"; AS=(runuser -u postgres --); fi
-"${AS[@]}" "$PGBIN/initdb" -D "$DIR/data" -U kalla --auth=trust -E UTF8 --no-locale >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
-  -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c shared_buffers=1GB" start >/dev/null
-trap '"${AS[@]}" "$PGBIN/pg_ctl" -D "$DIR/data" -m fast -w stop >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
-PSQL=("$PGBIN/psql" -X -q -A -t -h 127.0.0.1 -p "$PORT" -U kalla -d postgres -v ON_ERROR_STOP=1)
+. scripts/bench/pg.sh
 
 echo "loading $ROWS rows" >&2
 "${PSQL[@]}" -c "CREATE TABLE invoices (id bigint, ref text, amount numeric(12,2), customer text, issued date,

@@ -26,6 +26,7 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use kalla_core::remote::PlanRunner;
 use kalla_recipe::{ErrorCode, KallaError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ pub struct ClusterRunner {
     cluster_wait: Duration,
     plans_expected: usize,
     /// Ballista jobs submitted for this run, in order.
-    jobs: Arc<Mutex<Vec<JobId>>>,
+    jobs: Arc<Mutex<Vec<Submitted>>>,
 }
 
 impl std::fmt::Debug for ClusterRunner {
@@ -49,6 +50,9 @@ impl std::fmt::Debug for ClusterRunner {
         f.debug_struct("ClusterRunner").field("run_id", &self.run_id).finish_non_exhaustive()
     }
 }
+
+/// A Ballista job of the run and whether it has ended.
+type Submitted = (JobId, Arc<AtomicBool>);
 
 fn failed(code: ErrorCode, message: String) -> DataFusionError {
     DataFusionError::External(Box::new(KallaError::new(code, message)))
@@ -87,7 +91,7 @@ impl ClusterRunner {
         ClusterRunner { scheduler, run_id, cluster_wait, plans_expected, jobs: Arc::new(Mutex::new(Vec::new())) }
     }
 
-    fn jobs(&self) -> Vec<JobId> {
+    fn jobs(&self) -> Vec<Submitted> {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -97,7 +101,11 @@ impl ClusterRunner {
         let server = self.scheduler.server();
         let running = server.state.task_manager.get_running_job_cache();
         let mut done = 0.0;
-        for job_id in self.jobs() {
+        for (job_id, ended) in self.jobs() {
+            if ended.load(Ordering::SeqCst) {
+                done += 1.0;
+                continue;
+            }
             done += match running.get(&job_id) {
                 Some(info) => {
                     let graph = info.execution_graph.read().await;
@@ -132,8 +140,8 @@ impl ClusterRunner {
                     }
                     if total == 0 { 0.0 } else { finished as f64 / total as f64 }
                 }
-                // Not running any more: finished (or failed, which ends the run anyway).
-                None => 1.0,
+                // Queued, not planned into stages yet.
+                None => 0.0,
             };
         }
         (done / self.plans_expected.max(1) as f64).min(kalla_core::progress::RUNNING_PROGRESS_CAP)
@@ -156,7 +164,14 @@ impl ClusterRunner {
             match status.and_then(|s| s.status) {
                 Some(job_status::Status::Successful(s)) => return Ok(s.partition_location),
                 Some(job_status::Status::Failed(f)) => {
-                    return Err(DataFusionError::Execution(format!("the Ballista job failed: {}", f.error)));
+                    let e = match kalla_error_in(&f.error) {
+                        Some(k) => k,
+                        None => KallaError::new(
+                            ErrorCode::Internal,
+                            format!("{label}: the cluster job failed: {}", f.error),
+                        ),
+                    };
+                    return Err(DataFusionError::External(Box::new(e)));
                 }
                 _ => {}
             }
@@ -184,6 +199,26 @@ impl ClusterRunner {
             }
         }
     }
+}
+
+/// The Kalla error inside a Ballista failure message. Errors cross from the executors as text,
+/// in which a `KallaError` reads `<code>: <message>`; the first such code names the error, and
+/// the message is kept up to the end of the line (Ballista adds its own wrapping before it).
+fn kalla_error_in(text: &str) -> Option<KallaError> {
+    for (at, _) in text.match_indices(": ") {
+        let start = text[..at].rfind(|c: char| !(c.is_ascii_lowercase() || c == '_')).map_or(0, |p| p + 1);
+        let token = &text[start..at];
+        if token.is_empty() {
+            continue;
+        }
+        let Ok(code) = serde_json::from_value::<ErrorCode>(serde_json::Value::String(token.to_string())) else {
+            continue;
+        };
+        let message = text[at + 2..].lines().next().unwrap_or_default();
+        let message = message.trim_end_matches(|c: char| c == '"' || c == ')' || c == ']' || c.is_whitespace());
+        return Some(KallaError::new(code, message.to_string()));
+    }
+    None
 }
 
 fn humantime_secs(d: Duration) -> String {
@@ -230,9 +265,11 @@ impl PlanRunner for ClusterRunner {
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("{label}: Ballista refused the plan: {e}")))?;
             tracing::info!(job_id = %job_id, plan = %label, "submitted to the cluster");
-            jobs.lock().unwrap_or_else(|p| p.into_inner()).push(job_id.clone());
+            let ended = Arc::new(AtomicBool::new(false));
+            jobs.lock().unwrap_or_else(|p| p.into_inner()).push((job_id.clone(), Arc::clone(&ended)));
             let mut guard = CancelOnDrop { scheduler: Arc::clone(&scheduler), job_id: Some(job_id.clone()) };
             let outcome = Self::wait(&scheduler, &job_id, &label, cluster_wait, rx).await;
+            ended.store(true, Ordering::SeqCst);
             let mut locations = match outcome {
                 Ok(locations) => {
                     guard.job_id = None;
@@ -245,5 +282,22 @@ impl PlanRunner for ClusterRunner {
                 futures::stream::iter(locations).then(fetch).map_ok(|s| s.map_err(DataFusionError::from)).try_flatten();
             Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)) as SendableRecordBatchStream)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kalla_errors_are_recovered_from_ballista_failure_text() {
+        let text = "Task failed due to runtime execution error: External error: \
+                    source_read_failed: source t: column amount: NaN cannot be a decimal";
+        let e = kalla_error_in(text).unwrap();
+        assert_eq!(e.code, ErrorCode::SourceReadFailed);
+        assert_eq!(e.message, "source t: column amount: NaN cannot be a decimal");
+        let e = kalla_error_in("Job failed: \"memory_limit_exceeded: matching: out of memory\")").unwrap();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::MemoryLimitExceeded, "matching: out of memory"));
+        assert!(kalla_error_in("Arrow error: Invalid argument error: nothing of ours").is_none());
     }
 }

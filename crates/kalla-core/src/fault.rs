@@ -11,7 +11,9 @@
 //! Modes:
 //! - `io`: fails the batch with an I/O error (Ballista retries a task that failed that way);
 //! - `hold`: writes `<dir>/held-<pid>` and blocks the task forever, so a test can SIGKILL the
-//!   process that holds it in the middle of the job.
+//!   process that holds it in the middle of the job;
+//! - `pause`: writes `<dir>/paused-<pid>` and blocks the task until a test removes that file
+//!   (meanwhile the test can break something under the task, e.g. its Postgres connection).
 
 use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::datatypes::DataType;
@@ -69,7 +71,7 @@ impl ScalarUDFImpl for FaultUdf {
             Some(ColumnarValue::Scalar(s)) => s.to_string(),
             _ => return exec_err!("{TEST_FAULT}: the mode must be a literal"),
         };
-        if !matches!(mode.as_str(), "io" | "hold") {
+        if !matches!(mode.as_str(), "io" | "hold" | "pause") {
             return exec_err!("{TEST_FAULT}: unknown mode {mode}");
         }
         if take_token(&self.dir.join(&mode)) {
@@ -78,6 +80,13 @@ impl ScalarUDFImpl for FaultUdf {
                     return Err(DataFusionError::IoError(std::io::Error::other(
                         "injected I/O fault (kalla_test_fault)",
                     )));
+                }
+                "pause" => {
+                    let marker = self.dir.join(format!("paused-{}", std::process::id()));
+                    std::fs::write(&marker, b"").map_err(DataFusionError::IoError)?;
+                    while marker.exists() {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                 }
                 _ => {
                     let marker = self.dir.join(format!("held-{}", std::process::id()));

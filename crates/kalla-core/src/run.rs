@@ -75,6 +75,12 @@ pub fn execution_error(stage: &str, e: DataFusionError) -> KallaError {
     {
         return k.clone();
     }
+    // A transient source failure travels as an I/O error (retryable on a cluster).
+    if let DataFusionError::IoError(io) = root
+        && let Some(k) = io.get_ref().and_then(|inner| inner.downcast_ref::<KallaError>())
+    {
+        return k.clone();
+    }
     let text = crate::sql::strip_df_prefix(root);
     let code = match root {
         DataFusionError::ArrowError(..) | DataFusionError::ParquetError(..) => ErrorCode::SourceReadFailed,

@@ -400,6 +400,33 @@ fn read_error(alias: &str, message: String) -> DataFusionError {
     )))
 }
 
+/// A read that failed on the way, not on the data: the connection could not be made or was
+/// lost, or the server ended the session (SQLSTATE class 08, `57P01`–`57P03`). It surfaces as an
+/// I/O error — the one kind Ballista retries — carrying the same `source_read_failed` error, so
+/// a cluster task re-reads its range (in the job's snapshot, which the scheduler still holds);
+/// in-process the job fails with that error as before.
+fn transient_read_error(alias: &str, message: String) -> DataFusionError {
+    DataFusionError::IoError(std::io::Error::other(KallaError::new(
+        ErrorCode::SourceReadFailed,
+        format!("source {alias}: {message}"),
+    )))
+}
+
+/// Whether a Postgres error is about the session rather than the data.
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+    }
+}
+
+fn pg_read_error(alias: &str, e: &tokio_postgres::Error) -> DataFusionError {
+    if is_transient(e) { transient_read_error(alias, describe(e)) } else { read_error(alias, describe(e)) }
+}
+
 /// The state of one partition's stream.
 struct Reading {
     /// Released as soon as the range's COPY ends: a consumer may hold a finished stream for a
@@ -425,8 +452,9 @@ impl FileOpener for PgOpener {
         let bytes = self.bytes.clone();
         Ok(Box::pin(async move {
             let alias = spec.alias.clone();
-            let conn = connect(&spec.location, &spec.run_id).await.map_err(|e| read_error(&alias, e.to_string()))?;
-            let failed = |e: tokio_postgres::Error| read_error(&alias, describe(&e));
+            let conn =
+                connect(&spec.location, &spec.run_id).await.map_err(|e| transient_read_error(&alias, e.to_string()))?;
+            let failed = |e: tokio_postgres::Error| pg_read_error(&alias, &e);
             let mut begin = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;");
             if let Some(id) = &snapshot {
                 begin.push_str(&format!(" SET TRANSACTION SNAPSHOT {};", quote_literal(id)));
@@ -455,7 +483,7 @@ async fn next_batch(mut st: Reading) -> Result<Option<(RecordBatch, Reading)>> {
         }
         match st.copy.next().await {
             Some(chunk) => {
-                let chunk = chunk.map_err(|e| read_error(&st.alias, describe(&e)))?;
+                let chunk = chunk.map_err(|e| pg_read_error(&st.alias, &e))?;
                 st.bytes.add(chunk.len());
                 st.decoder.feed(&chunk).map_err(|e| read_error(&st.alias, e.to_string()))?;
             }

@@ -610,3 +610,71 @@ fn cluster_mode_waits_for_an_executor_then_fails_and_refuses_what_cannot_be_dist
     let s = &run_all(&c.d, &[gz])[0];
     assert_eq!((s["status"].as_str(), s["error"]["code"].as_str()), (Some("failed"), Some("not_distributable")), "{s}");
 }
+
+#[test]
+fn a_postgres_read_cut_off_on_an_executor_is_retried_in_the_same_snapshot() {
+    let pg = server();
+    let db = pg.database("retry");
+    // Ranges of tens of MB: a paused reader's backend is still sending when it is cut off.
+    pg.psql(
+        &db,
+        "CREATE TABLE big (id int8, pad text);
+         INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g; ANALYZE;",
+    );
+    let faults = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        data.path(),
+        2,
+        &["--mode", "cluster", "--partitions", "2"],
+        &[("KALLA_TEST_FAULTS", faults.path().to_str().unwrap())],
+    );
+    tokens(faults.path(), "pause", 1);
+    let uri = password_uri(&db, "big", PASSWORD);
+    let job = json!({
+        "run_id": uuid::Uuid::new_v4().to_string(),
+        "match_sql": "SELECT l.id AS lid, r.id AS rid FROM l JOIN r ON l.id = r.id WHERE kalla_test_fault('pause', l.id)",
+        "sources": [
+            {"alias": "l", "uri": uri, "primary_key": ["id"]},
+            {"alias": "r", "uri": uri, "primary_key": ["id"]}
+        ],
+        "output_path": "retry"
+    });
+    let run_id = job["run_id"].as_str().unwrap().to_string();
+    assert_eq!(c.d.post("/api/jobs", &job).0, 202);
+    // A task paused in the middle of its range; its reads are cut off under it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let marker = loop {
+        let found = std::fs::read_dir(faults.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("paused-"));
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no task paused");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let cut = pg.psql(
+        &db,
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'kallad/{run_id}' AND query LIKE 'COPY%'"
+        ),
+    );
+    assert_ne!(cut, "0", "no Postgres read to cut off");
+    std::fs::remove_file(&marker).unwrap();
+    let s = c.d.wait_final(&run_id, Duration::from_secs(120));
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(
+        s["counts"],
+        json!({"total": {"l": 1000000, "r": 1000000}, "matched": 1000000, "unmatched": {"l": 0, "r": 0}})
+    );
+    // The cut really failed a task, which Ballista ran again.
+    let logs = c.all_logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("failed") && l.contains("IO error: source_read_failed: source l: the server closed")),
+        "no task failed on the cut-off read"
+    );
+}
