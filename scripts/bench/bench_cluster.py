@@ -57,6 +57,17 @@ class Config:
              "--data-dir", data_dir, "--output-dir", out_dir, "--max-concurrent-jobs", "1"],
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.logs, "scheduler.log"), "w"), env=env)
         self.executors = []
+        # Executors retry until the scheduler answers, so the order does not matter; starting
+        # them after it only keeps the logs quiet.
+        deadline = time.time() + 60
+        while True:
+            try:
+                self.get("/health")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit(f"the scheduler did not start; logs in {self.logs}")
+                time.sleep(0.1)
         for i in range(executors):
             self.executors.append(subprocess.Popen(
                 [kallad, "executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(grpc),
@@ -78,7 +89,11 @@ class Config:
 
     def get(self, path):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http}{path}") as r:
-            return json.load(r)
+            body = r.read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body.decode()
 
     def run(self, job):
         body = json.dumps(job).encode()

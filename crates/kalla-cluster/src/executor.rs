@@ -6,6 +6,7 @@
 //! itself stopped and waits for its running tasks; kallad bounds that wait by
 //! `--shutdown-grace`.
 
+use ballista_core::error::BallistaError;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use std::sync::Arc;
@@ -38,26 +39,47 @@ pub struct ExecutorSettings {
     pub memory_limit: Option<u64>,
 }
 
-/// Runs the executor until it stops (SIGTERM, Ctrl-C, or its services ending).
+/// How often an executor that cannot reach the scheduler tries again.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the executor until it stops (SIGTERM, Ctrl-C, or its services ending). Until the
+/// scheduler first answers, it keeps trying every second (executors and scheduler may start in
+/// any order); it registers as soon as the scheduler is up.
 pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
     // Task plans name Kalla's functions; the executor resolves them in this registry.
     let session = kalla_core::session::new_session(1, None).map_err(|e| e.to_string())?;
-    let functions = BallistaFunctionRegistry::from(&session.state());
-    let config = ExecutorProcessConfig {
-        scheduler_host: settings.scheduler_host,
-        scheduler_port: settings.scheduler_port,
-        bind_host: settings.bind_host,
-        external_host: Some(settings.external_host),
-        port: settings.flight_port,
-        grpc_port: settings.grpc_port,
-        vcores: settings.concurrent_tasks.max(1),
-        work_dir: Some(settings.work_dir),
-        executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
-        // 0 is Ballista's "unbounded".
-        memory_pool_size: Some(settings.memory_limit.unwrap_or(0)),
-        override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
-        override_function_registry: Some(Arc::new(functions)),
-        ..Default::default()
-    };
-    start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())
+    let functions = Arc::new(BallistaFunctionRegistry::from(&session.state()));
+    let mut attempts = 0u64;
+    loop {
+        let config = ExecutorProcessConfig {
+            scheduler_host: settings.scheduler_host.clone(),
+            scheduler_port: settings.scheduler_port,
+            bind_host: settings.bind_host.clone(),
+            external_host: Some(settings.external_host.clone()),
+            port: settings.flight_port,
+            grpc_port: settings.grpc_port,
+            vcores: settings.concurrent_tasks.max(1),
+            work_dir: Some(settings.work_dir.clone()),
+            executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
+            // 0 is Ballista's "unbounded".
+            memory_pool_size: Some(settings.memory_limit.unwrap_or(0)),
+            override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
+            override_function_registry: Some(Arc::clone(&functions)),
+            ..Default::default()
+        };
+        match start_executor_process(Arc::new(config)).await {
+            // Ballista's own first step; nothing is bound yet when it fails.
+            Err(BallistaError::GrpcConnectionError(_)) => {
+                if attempts % 30 == 0 {
+                    tracing::warn!(
+                        scheduler = %format!("{}:{}", settings.scheduler_host, settings.scheduler_port),
+                        "the scheduler does not answer yet; trying every second"
+                    );
+                }
+                attempts += 1;
+                tokio::time::sleep(CONNECT_RETRY).await;
+            }
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
 }

@@ -59,6 +59,11 @@ async fn terminated_and_grace_over(grace: Duration) {
 }
 
 pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
+    // Ballista parses `bind-host:port` as a socket address: a name would panic there.
+    if args.bind_host.parse::<std::net::IpAddr>().is_err() {
+        tracing::error!("--bind-host must be an IP address (e.g. 127.0.0.1 or 0.0.0.0), not {}", args.bind_host);
+        return ExitCode::from(2);
+    }
     let external_host = match (&args.external_host, args.bind_host.as_str()) {
         (Some(h), _) => h.clone(),
         (None, "0.0.0.0" | "::") => {

@@ -243,6 +243,37 @@ fn executors_join_and_leave_a_running_scheduler() {
 }
 
 #[test]
+fn an_executor_started_before_its_scheduler_joins_when_the_scheduler_comes_up() {
+    let one = ONE_CLUSTER.lock().unwrap_or_else(|p| p.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let grpc = free_port();
+    let log = logs.path().join("executor.log");
+    let _early = Executor {
+        child: Command::new(env!("CARGO_BIN_EXE_kallad"))
+            .args(["executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &grpc.to_string()])
+            .args(["--flight-port", &free_port().to_string(), "--grpc-port", &free_port().to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: log.clone(),
+        flight: 0,
+        grpc: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap().contains("the scheduler does not answer yet") {
+        assert!(Instant::now() < deadline, "the executor did not report the missing scheduler");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let grpc_flag = grpc.to_string();
+    let d = Daemon::start(data.path(), &["--grpc-port", &grpc_flag]);
+    wait_for_executors(&d, 1, Duration::from_secs(20));
+    drop(one);
+}
+
+#[test]
 fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
     let data = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![]);

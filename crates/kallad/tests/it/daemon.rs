@@ -47,11 +47,13 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
-            .args(["scheduler", "--http-port", "0", "--grpc-port", "0", "--data-dir"])
+            .args(["scheduler", "--http-port", "0", "--data-dir"])
             .arg(data)
             .arg("--output-dir")
             .arg(out.path())
             .args(extra)
+            // A free gRPC port unless the test chose one.
+            .args(if extra.contains(&"--grpc-port") { &[][..] } else { &["--grpc-port", "0"][..] })
             .env("RUST_LOG", level)
             .env("KALLA_LOG_FORMAT", "json")
             .envs(env.iter().copied())
