@@ -70,7 +70,7 @@ pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
         match start_executor_process(Arc::new(config)).await {
             // Ballista's own first step; nothing is bound yet when it fails.
             Err(BallistaError::GrpcConnectionError(_)) => {
-                if attempts % 30 == 0 {
+                if attempts.is_multiple_of(30) {
                     tracing::warn!(
                         scheduler = %format!("{}:{}", settings.scheduler_host, settings.scheduler_port),
                         "the scheduler does not answer yet; trying every second"
