@@ -5,7 +5,7 @@
 //! which cuts it into stages and hands tasks to the executors; tasks read their sources themselves
 //! (Postgres partitions through Kalla's scan in the job's snapshot). When the Ballista job
 //! succeeds, the final partitions are fetched over Arrow Flight from the executors that hold them,
-//! one after another, and returned as one stream that kallad writes into the output files.
+//! all at once, and returned as one stream that kallad writes into the output files.
 //!
 //! Liveness: while a Ballista job is unfinished, the runner watches the live executors. Ballista
 //! re-runs the tasks of a lost executor on the others; when none is left for `cluster_wait`, the
@@ -23,7 +23,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
 use kalla_core::remote::PlanRunner;
 use kalla_recipe::{ErrorCode, KallaError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -278,8 +277,10 @@ impl PlanRunner for ClusterRunner {
                 Err(e) => return Err(e),
             };
             locations.sort_by_key(|l| l.partition_id.as_ref().map(|p| p.partition_id));
-            let stream =
-                futures::stream::iter(locations).then(fetch).map_ok(|s| s.map_err(DataFusionError::from)).try_flatten();
+            // Every partition is fetched at once and their batches interleave: decoding one
+            // overlaps with transferring the others and with the caller's writing.
+            let streams = futures::future::try_join_all(locations.into_iter().map(fetch)).await?;
+            let stream = futures::stream::select_all(streams);
             Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)) as SendableRecordBatchStream)
         })
     }

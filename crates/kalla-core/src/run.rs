@@ -115,13 +115,44 @@ impl PlannedJob {
         Ok(plan)
     }
 
-    /// Runs `frame` here or on the cluster; `label` names it in the cluster's logs.
+    /// Runs `frame` here or on the cluster; `label` names it in the cluster's logs. A plan that
+    /// reads nothing but this run's own outputs (checks counting the keys of `matched.parquet`
+    /// or of an unmatched file the scheduler just wrote) runs here in cluster mode too: shipping
+    /// it would only move the scheduler's own files through a shuffle.
     async fn execute(&self, label: &str, frame: DataFrame) -> Result<SendableRecordBatchStream, DataFusionError> {
         let plan = self.physical(frame).await?;
         match &self.runner {
-            Some(runner) => runner.execute(label.to_string(), plan, self.ctx.clone()).await,
-            None => datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()),
+            Some(runner) if !self.reads_only_outputs(&plan) => {
+                runner.execute(label.to_string(), plan, self.ctx.clone()).await
+            }
+            _ => datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()),
         }
+    }
+
+    /// Whether every scan of `plan` reads files of this run's temporary output directory.
+    fn reads_only_outputs(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::datasource::physical_plan::FileScanConfig;
+        use datafusion::datasource::source::DataSourceExec;
+        let marker = format!(".tmp-{}", self.job.run_id);
+        let (mut scans, mut outputs) = (0usize, 0usize);
+        let _ = plan.apply(|node| {
+            if node.children().is_empty() {
+                scans += 1;
+                if let Some(exec) = node.downcast_ref::<DataSourceExec>()
+                    && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
+                    && config
+                        .file_groups
+                        .iter()
+                        .flat_map(|g| g.iter())
+                        .all(|f| f.object_meta.location.as_ref().contains(&marker))
+                {
+                    outputs += 1;
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        scans > 0 && scans == outputs
     }
 
     async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
@@ -197,12 +228,15 @@ impl PlannedJob {
     /// Every non-NULL key the matched output carries was copied from a row of this source, so the
     /// balance `total_keys = matched_keys + unmatched_keys` holds exactly when the anti join
     /// wrote every key the match left.
+    /// `written` writes the unmatched file; the source's and the matched keys' counts do not
+    /// need it and run meanwhile. Returns the rows written and the checks.
     async fn source_checks(
         &self,
         source: &PlannedSource,
         keys: DataFrame,
         unmatched_path: &Path,
-    ) -> Result<SourceChecks, DataFusionError> {
+        written: impl std::future::Future<Output = Result<u64, DataFusionError>>,
+    ) -> Result<(u64, SourceChecks), DataFusionError> {
         let key = source.key.clone().unwrap_or_default();
         let n = || col_exact("__kalla_n");
         let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
@@ -234,21 +268,25 @@ impl PlannedJob {
                     sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys"),
                 ],
             )?;
-        let unmatched_stats = self
-            .read_matched(unmatched_path)
-            .await?
-            .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![])?
-            .aggregate(vec![], vec![count(lit(1)).alias("unmatched_keys")])?;
         let labels =
             ["source keys", "matched keys", "unmatched keys"].map(|l| format!("checks of {}: {l}", source.alias));
-        let (s, m, u) = futures::try_join!(
+        let unmatched = async {
+            let rows = written.await?;
+            let unmatched_stats = self
+                .read_matched(unmatched_path)
+                .await?
+                .aggregate(key.iter().map(|k| col_exact(k)).collect(), vec![])?
+                .aggregate(vec![], vec![count(lit(1)).alias("unmatched_keys")])?;
+            Ok::<_, DataFusionError>((rows, self.collect_i64s(&labels[2], unmatched_stats).await?))
+        };
+        let (s, m, (rows, u)) = futures::try_join!(
             self.collect_i64s(&labels[0], source_stats),
             self.collect_i64s(&labels[1], matched_stats),
-            self.collect_i64s(&labels[2], unmatched_stats)
+            unmatched
         )?;
         let get = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         let (total_keys, matched_keys, unmatched_keys) = (get(&s, 1), get(&m, 0), get(&u, 0));
-        Ok(SourceChecks {
+        let checks = SourceChecks {
             total_rows: get(&s, 0),
             total_keys,
             matched_keys,
@@ -257,7 +295,8 @@ impl PlannedJob {
             duplicate_keys: get(&s, 2),
             duplicate_key_rows: get(&s, 3),
             multi_matched_keys: get(&m, 1),
-        })
+        };
+        Ok((rows, checks))
     }
 
     /// A CSV reader error about bad UTF-8 does not say which file it was reading; find it (only
@@ -313,8 +352,9 @@ impl PlannedJob {
         let keys = self.matched_keys(self.read_matched(matched_path).await.map_err(fail)?, trace).map_err(fail)?;
         let anti =
             source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
-        let rows = self.write(&format!("unmatched rows of {}", source.alias), anti, &path).await.map_err(fail)?;
-        let checks = self.source_checks(source, keys, &path).await.map_err(fail)?;
+        let label = format!("unmatched rows of {}", source.alias);
+        let (rows, checks) =
+            self.source_checks(source, keys, &path, self.write(&label, anti, &path)).await.map_err(fail)?;
         Ok(SourceResult {
             total: checks.total_rows,
             unmatched: Some(rows),
