@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 /// How often an unfinished Ballista job's status is read (its status channel wakes the wait too).
 const STATUS_TICK: Duration = Duration::from_millis(100);
+/// How many times a dropped job's Ballista job is cancelled before giving up (one per tick).
+const CANCEL_ATTEMPTS: usize = 300;
 /// Largest Flight message accepted when fetching results.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -69,11 +71,23 @@ impl Drop for CancelOnDrop {
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
             let scheduler = Arc::clone(&self.scheduler);
+            // A job still being planned is not in Ballista's active cache, where a cancel looks
+            // for it, and would then start anyway: cancel until its status is final (bounded).
             handle.spawn(async move {
                 tracing::info!(job_id = %job_id, "cancelling the Ballista job");
-                if let Err(e) = scheduler.server().cancel_job(job_id).await {
-                    tracing::warn!(error = %e, "cannot cancel a Ballista job");
+                for _ in 0..CANCEL_ATTEMPTS {
+                    if let Err(e) = scheduler.server().cancel_job(job_id.clone()).await {
+                        tracing::warn!(error = %e, "cannot cancel a Ballista job");
+                    }
+                    tokio::time::sleep(STATUS_TICK).await;
+                    let status = scheduler.server().state.task_manager.get_job_status(&job_id).await;
+                    if let Ok(Some(s)) = status
+                        && matches!(s.status, Some(job_status::Status::Failed(_) | job_status::Status::Successful(_)))
+                    {
+                        return;
+                    }
                 }
+                tracing::warn!(job_id = %job_id, "a cancelled Ballista job did not end");
             });
         }
     }
@@ -200,19 +214,108 @@ impl ClusterRunner {
     }
 }
 
-/// The Kalla error inside a Ballista failure message. Errors cross from the executors as text,
-/// in which a `KallaError` reads `<code>: <message>`; the first such code names the error, and
-/// the message is kept up to the end of the line (Ballista adds its own wrapping before it).
+/// The Kalla error inside a Ballista failure message. Errors cross from the executors as text:
+/// Ballista formats a failed task's error with `{:?}` (and the stage failure quotes that again
+/// with `{:?}`), so a `KallaError` arrives as `KallaError { code: SourceReadFailed, message:
+/// "…", … }` under one or more levels of Debug escaping; Display text (`source_read_failed: …`)
+/// is recognised too. DataFusion's `ResourcesExhausted` is a memory limit. Anything else is not
+/// Kalla's and becomes `internal` with the whole text.
 fn kalla_error_in(text: &str) -> Option<KallaError> {
+    debug_form(text).or_else(|| display_form(text)).or_else(|| {
+        text.contains("ResourcesExhausted").then(|| {
+            KallaError::new(
+                ErrorCode::MemoryLimitExceeded,
+                format!("an executor ran out of its memory pool (--memory-limit) and could not spill: {text}"),
+            )
+        })
+    })
+}
+
+/// `code` as the API spells it, from `SourceReadFailed` or `source_read_failed`.
+fn error_code(token: &str) -> Option<ErrorCode> {
+    let mut snake = String::new();
+    for (i, c) in token.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    serde_json::from_value(serde_json::Value::String(snake)).ok()
+}
+
+/// One level of Rust Debug string escaping undone.
+fn unescape_once(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn debug_form(text: &str) -> Option<KallaError> {
+    let at = text.find("KallaError { code: ")?;
+    let rest = &text[at + "KallaError { code: ".len()..];
+    let token: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let code = error_code(&token)?;
+    let after = &rest[token.len()..];
+    let m = after.find("message: ")?;
+    let quoted = &after[m + "message: ".len()..];
+    // The opening quote tells how deep the escaping goes: `"`, `\"`, `\\\"`, …
+    let slashes = quoted.chars().take_while(|c| *c == '\\').count();
+    if !quoted[slashes..].starts_with('"') {
+        return None;
+    }
+    let delimiter = &quoted[..=slashes];
+    let body = &quoted[slashes + 1..];
+    // The closing delimiter is the first one not itself escaped (preceded by a backslash).
+    let mut end = None;
+    for (i, _) in body.match_indices(delimiter) {
+        if !body[..i].ends_with('\\') {
+            end = Some(i);
+            break;
+        }
+    }
+    let mut message = body[..end?].to_string();
+    // Each level of Debug doubles the backslashes: 0 → one level, 1 → two, 3 → three, …
+    let mut levels = 1;
+    let mut width = slashes;
+    while width > 0 {
+        levels += 1;
+        width /= 2;
+    }
+    for _ in 0..levels {
+        message = unescape_once(&message);
+    }
+    Some(KallaError::new(code, message))
+}
+
+fn display_form(text: &str) -> Option<KallaError> {
     for (at, _) in text.match_indices(": ") {
-        let start = text[..at].rfind(|c: char| !(c.is_ascii_lowercase() || c == '_')).map_or(0, |p| p + 1);
+        let start = text[..at]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_lowercase() || *c == '_'))
+            .map_or(0, |(p, c)| p + c.len_utf8());
         let token = &text[start..at];
         if token.is_empty() {
             continue;
         }
-        let Ok(code) = serde_json::from_value::<ErrorCode>(serde_json::Value::String(token.to_string())) else {
-            continue;
-        };
+        let Some(code) = error_code(token) else { continue };
         let message = text[at + 2..].lines().next().unwrap_or_default();
         let message = message.trim_end_matches(|c: char| c == '"' || c == ')' || c == ']' || c.is_whitespace());
         return Some(KallaError::new(code, message.to_string()));
@@ -222,6 +325,33 @@ fn kalla_error_in(text: &str) -> Option<KallaError> {
 
 fn humantime_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
+}
+
+/// One location per final partition, `0..n`. Ballista appends a location each time a final
+/// task succeeds and never removes one, so a final task run again (its executor was lost, or its
+/// input was re-computed) leaves two entries for one partition: the last one counts. Fetching both
+/// would duplicate rows. The partition ids must be `0..n` without a gap (Ballista's final stage
+/// may have another partition count than the submitted plan, so `n` is what it reports).
+fn final_partitions(locations: Vec<PartitionLocation>, label: &str) -> Result<Vec<PartitionLocation>, DataFusionError> {
+    let mut by_partition: std::collections::BTreeMap<u32, PartitionLocation> = std::collections::BTreeMap::new();
+    for location in locations {
+        let Some(id) = location.partition_id.as_ref().map(|p| p.partition_id) else {
+            return Err(failed(
+                ErrorCode::Internal,
+                format!("{label}: the cluster reported a result without its partition"),
+            ));
+        };
+        by_partition.insert(id, location);
+    }
+    for (expected, id) in by_partition.keys().enumerate() {
+        if *id as usize != expected {
+            return Err(failed(
+                ErrorCode::Internal,
+                format!("{label}: the cluster reported no result for partition {expected} (next: {id})"),
+            ));
+        }
+    }
+    Ok(by_partition.into_values().collect())
 }
 
 /// The rows of one final partition, fetched over Flight from the executor that holds it.
@@ -269,14 +399,14 @@ impl PlanRunner for ClusterRunner {
             let mut guard = CancelOnDrop { scheduler: Arc::clone(&scheduler), job_id: Some(job_id.clone()) };
             let outcome = Self::wait(&scheduler, &job_id, &label, cluster_wait, rx).await;
             ended.store(true, Ordering::SeqCst);
-            let mut locations = match outcome {
+            let locations = match outcome {
                 Ok(locations) => {
                     guard.job_id = None;
                     locations
                 }
                 Err(e) => return Err(e),
             };
-            locations.sort_by_key(|l| l.partition_id.as_ref().map(|p| p.partition_id));
+            let locations = final_partitions(locations, &label)?;
             // Every partition is fetched at once and their batches interleave: decoding one
             // overlaps with transferring the others and with the caller's writing.
             let streams = futures::future::try_join_all(locations.into_iter().map(fetch)).await?;
@@ -290,15 +420,57 @@ impl PlanRunner for ClusterRunner {
 mod tests {
     use super::*;
 
+    use ballista_core::error::BallistaError;
+    use ballista_core::serde::protobuf::FailedTask;
+
+    /// The text Ballista's scheduler reports for a job whose task failed with `e`: the failed
+    /// task's error, quoted again by the stage failure.
+    fn reported(e: DataFusionError) -> String {
+        let task = FailedTask::from(BallistaError::DataFusionError(Box::new(e)));
+        format!(
+            "Job failed due to stage 2 failed: Task [0] in Stage 2 failed 4 times, most recent failure reason: {:?}\n",
+            task.error
+        )
+    }
+
     #[test]
-    fn kalla_errors_are_recovered_from_ballista_failure_text() {
-        let text = "Task failed due to runtime execution error: External error: \
-                    source_read_failed: source t: column amount: NaN cannot be a decimal";
-        let e = kalla_error_in(text).unwrap();
-        assert_eq!(e.code, ErrorCode::SourceReadFailed);
-        assert_eq!(e.message, "source t: column amount: NaN cannot be a decimal");
-        let e = kalla_error_in("Job failed: \"memory_limit_exceeded: matching: out of memory\")").unwrap();
-        assert_eq!((e.code, e.message.as_str()), (ErrorCode::MemoryLimitExceeded, "matching: out of memory"));
-        assert!(kalla_error_in("Arrow error: Invalid argument error: nothing of ours").is_none());
+    fn kalla_errors_are_recovered_from_what_ballista_reports() {
+        let k = KallaError::new(ErrorCode::SourceReadFailed, "source t: column größe: \"NaN\" is not a decimal");
+        let e = kalla_error_in(&reported(DataFusionError::External(Box::new(k.clone())))).unwrap();
+        assert_eq!((e.code, e.message.as_str()), (k.code, k.message.as_str()));
+        // A transient read travels as an I/O error carrying the same error.
+        let io = DataFusionError::IoError(std::io::Error::other(k.clone()));
+        let e = kalla_error_in(&reported(io)).unwrap();
+        assert_eq!((e.code, e.message.as_str()), (k.code, k.message.as_str()));
+        let oom = kalla_error_in(&reported(DataFusionError::ResourcesExhausted("hash join".into()))).unwrap();
+        assert_eq!(oom.code, ErrorCode::MemoryLimitExceeded);
+        let e = kalla_error_in("External error: source_read_failed: source ä: bad value").unwrap();
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::SourceReadFailed, "source ä: bad value"));
+        assert!(kalla_error_in("Ärger: Arrow error: Invalid argument error: nothing of ours").is_none());
+        assert!(kalla_error_in(&reported(DataFusionError::Execution("plain".into()))).is_none());
+    }
+
+    fn location(partition: u32, executor: &str) -> PartitionLocation {
+        PartitionLocation {
+            partition_id: Some(ballista_core::serde::protobuf::PartitionId {
+                job_id: "j".into(),
+                stage_id: 3,
+                partition_id: partition,
+            }),
+            executor_meta: Some(ballista_core::serde::protobuf::ExecutorMetadata {
+                id: executor.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_final_partition_run_twice_is_fetched_once_and_a_missing_one_fails() {
+        let executor = |l: &PartitionLocation| l.executor_meta.as_ref().unwrap().id.clone();
+        let got = final_partitions(vec![location(1, "a"), location(0, "a"), location(1, "b")], "m").unwrap();
+        assert_eq!(got.iter().map(executor).collect::<Vec<_>>(), ["a", "b"]);
+        let e = final_partitions(vec![location(0, "a"), location(2, "a")], "m").unwrap_err();
+        assert!(e.to_string().contains("no result for partition 1"), "{e}");
     }
 }

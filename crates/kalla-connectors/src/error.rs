@@ -105,6 +105,13 @@ pub enum ConnectorError {
         /// What happened (credentials redacted).
         message: String,
     },
+    /// A Postgres server could not be reached, or the connection was lost (worth retrying, unlike
+    /// a refused login).
+    #[error("{message}")]
+    PgUnavailable {
+        /// What happened (credentials redacted).
+        message: String,
+    },
     /// The Postgres table or view does not exist.
     #[error("{message}")]
     PgNotFound {
@@ -151,7 +158,9 @@ impl ConnectorError {
             ConnectorError::Read { .. } => KallaError::at(ErrorCode::SourceReadFailed, uri, message),
             ConnectorError::Io { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
             ConnectorError::InvalidUri { .. } => KallaError::at(ErrorCode::InvalidField, uri, message),
-            ConnectorError::Postgres { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
+            ConnectorError::Postgres { .. } | ConnectorError::PgUnavailable { .. } => {
+                KallaError::at(ErrorCode::SourceUnreachable, uri, message)
+            }
             ConnectorError::PgNotFound { .. } => KallaError::at(ErrorCode::SourceNotFound, uri, message),
             ConnectorError::PgUnsupportedType { .. } => KallaError::at(ErrorCode::UnsupportedSource, uri, message),
             ConnectorError::DataFusion(_) => KallaError::at(ErrorCode::SourceUnreachable, uri, message),

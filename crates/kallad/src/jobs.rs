@@ -9,6 +9,7 @@ use crate::callbacks::Callbacks;
 use crate::journal::{Journal, Record, request_digest};
 use crate::metrics::Metrics;
 use crate::scheduler::ModeArg;
+use futures::FutureExt;
 use kalla_cluster::runner::ClusterRunner;
 use kalla_cluster::scheduler::EmbeddedScheduler;
 use kalla_core::progress::{ReadCounts, ReadTracker};
@@ -353,7 +354,11 @@ impl JobManager {
         let snapshots = Arc::clone(&planned.snapshots);
         let mut meter = ReadMeter::default();
         let result = tokio::select! {
-            r = planned.run(&observer) => r.map(Some),
+            // A panic inside the engine fails this job, not the daemon (and the job still ends).
+            r = std::panic::AssertUnwindSafe(planned.run(&observer)).catch_unwind() => match r {
+                Ok(r) => r.map(Some),
+                Err(_) => Err(KallaError::new(ErrorCode::Internal, "the engine failed unexpectedly (a bug); see the daemon log")),
+            },
             never = self.watch_progress(run_id, &reads, runner.as_deref(), &mut meter) => match never {},
             _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
             _ = tokio::time::sleep(timeout) => Err(KallaError::new(

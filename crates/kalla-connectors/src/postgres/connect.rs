@@ -167,8 +167,9 @@ async fn connect_with(
     permit: Option<OwnedSemaphorePermit>,
 ) -> Result<PgConnection, ConnectorError> {
     let config = location.config(&format!("kallad/{run_id}"));
-    let unreachable = |e: tokio_postgres::Error| ConnectorError::Postgres {
-        message: format!("cannot connect to {}: {}", location.redacted(), describe(&e)),
+    let unreachable = |e: tokio_postgres::Error| {
+        let message = format!("cannot connect to {}: {}", location.redacted(), describe(&e));
+        if is_transient(&e) { ConnectorError::PgUnavailable { message } } else { ConnectorError::Postgres { message } }
     };
     let tls = make_tls(&location.tls).map_err(|message| ConnectorError::Postgres { message })?;
     let client = match tls {
@@ -193,6 +194,19 @@ async fn connect_with(
     };
     let cancel = Some((client.cancel_token(), location.tls.clone()));
     Ok(PgConnection { client, cancel, _permit: permit })
+}
+
+/// Whether a Postgres error is about the session rather than the request: no answer, a lost
+/// connection, or the server ending it (SQLSTATE class 08, `57P01`–`57P03`). A refused login or
+/// a missing database is not.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+    }
 }
 
 /// A Postgres error as one line: the server's message (with its SQLSTATE) or the client's.

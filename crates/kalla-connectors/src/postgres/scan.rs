@@ -10,11 +10,12 @@
 //! (FORMAT binary)` through the [`CopyDecoder`] into batches.
 
 use super::catalog::{PgColumn, PgTableInfo};
-use super::connect::{PgConnection, connect, connections_per_host, describe, quote_ident, quote_literal};
+use super::connect::{PgConnection, connect, connections_per_host, describe, is_transient, quote_ident, quote_literal};
 use super::decode::CopyDecoder;
 use super::pushdown::to_sql;
 use super::snapshot::SnapshotRegistry;
 use super::uri::{PgLocation, ScanMode};
+use crate::error::ConnectorError;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
@@ -412,17 +413,6 @@ fn transient_read_error(alias: &str, message: String) -> DataFusionError {
     )))
 }
 
-/// Whether a Postgres error is about the session rather than the data.
-fn is_transient(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        None => true,
-        Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-        }
-    }
-}
-
 fn pg_read_error(alias: &str, e: &tokio_postgres::Error) -> DataFusionError {
     if is_transient(e) { transient_read_error(alias, describe(e)) } else { read_error(alias, describe(e)) }
 }
@@ -452,8 +442,10 @@ impl FileOpener for PgOpener {
         let bytes = self.bytes.clone();
         Ok(Box::pin(async move {
             let alias = spec.alias.clone();
-            let conn =
-                connect(&spec.location, &spec.run_id).await.map_err(|e| transient_read_error(&alias, e.to_string()))?;
+            let conn = connect(&spec.location, &spec.run_id).await.map_err(|e| match e {
+                ConnectorError::PgUnavailable { message } => transient_read_error(&alias, message),
+                other => read_error(&alias, other.to_string()),
+            })?;
             let failed = |e: tokio_postgres::Error| pg_read_error(&alias, &e);
             let mut begin = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;");
             if let Some(id) = &snapshot {

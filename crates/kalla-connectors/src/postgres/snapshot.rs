@@ -22,6 +22,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// How long a finished job may spend ending its stray backends.
+const STRAY_BACKENDS_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// An exported snapshot and the transaction that keeps it importable.
 #[derive(Debug)]
 pub struct HeldSnapshot {
@@ -113,6 +116,13 @@ impl SnapshotRegistry {
     /// job's executors failed to close (a cancelled task whose plan is still referenced) must
     /// not outlive it. Failures are logged; they do not change the job's outcome.
     pub async fn end_stray_backends(&self) {
+        // A Postgres that stopped answering must not hold the end of the job.
+        if tokio::time::timeout(STRAY_BACKENDS_BUDGET, self.end_stray_backends_now()).await.is_err() {
+            tracing::warn!("ending the job's stray Postgres backends took too long; given up");
+        }
+    }
+
+    async fn end_stray_backends_now(&self) {
         let held = self.held.lock().await;
         for snapshot in held.by_database.values() {
             let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
