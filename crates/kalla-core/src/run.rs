@@ -368,10 +368,12 @@ impl PlannedJob {
         if self.runner.is_some() { Mode::Cluster } else { Mode::Local }
     }
 
-    /// How many plans a run executes: `match_sql`, then per keyed source its anti join and three
-    /// checks, per source without key one count. Cluster progress counts finished plans.
+    /// How many plans a cluster run ships: `match_sql`, then per keyed source its anti join and
+    /// its source-key check (its matched-key and unmatched-key checks read only the run's own
+    /// outputs and run in the scheduler), per source without key one count. Cluster progress
+    /// counts finished plans against this.
     pub fn plan_count(&self) -> usize {
-        1 + self.sources.iter().map(|s| if s.trace.is_some() { 4 } else { 1 }).sum::<usize>()
+        1 + self.sources.iter().map(|s| if s.trace.is_some() { 2 } else { 1 }).sum::<usize>()
     }
 
     /// Whether every plan of this job can be shipped to executors: the plans of `match_sql` and
