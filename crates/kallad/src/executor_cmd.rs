@@ -74,7 +74,16 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
     };
     // Kept alive until the executor ends; removed on drop.
     let (work_dir, _temporary) = match &args.work_dir {
-        Some(dir) => (dir.clone(), None),
+        // Created now: DataFusion creates a missing spill directory with `create_dir` when a task
+        // is decoded, and two tasks decoded at once on a fresh executor race on it (EEXIST
+        // rejects one, which fails its Ballista job).
+        Some(dir) => match std::fs::create_dir_all(dir) {
+            Ok(()) => (dir.clone(), None),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot create the work directory");
+                return ExitCode::from(2);
+            }
+        },
         None => match tempfile::Builder::new().prefix("kallad-executor-").tempdir() {
             Ok(t) => (t.path().to_path_buf(), Some(t)),
             Err(e) => {

@@ -196,10 +196,19 @@ fn scenario_requests(data: &Path, callback_url: &str, prefix: &str) -> Vec<Value
 }
 
 /// Cluster statuses carry mode `cluster` and the local run's counts; the outputs hold the same rows.
-fn assert_same_as_local(what: &str, local: &Daemon, reference: &[Value], cluster: &Daemon, statuses: &[Value]) {
+fn assert_same_as_local(what: &str, local: &Daemon, reference: &[Value], c: &Cluster, statuses: &[Value]) {
+    let cluster = &c.d;
     assert_eq!(reference.len(), statuses.len());
     for (r, s) in reference.iter().zip(statuses) {
-        assert_eq!(s["status"], "succeeded", "{what}: {s}");
+        if s["status"] != "succeeded" {
+            let errors: Vec<String> = c
+                .all_logs()
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("\"level\":\"ERROR\""))
+                .map(|l| l.chars().take(600).collect())
+                .collect();
+            panic!("{what}: {s}\nerrors logged:\n{}", errors.join("\n"));
+        }
         assert_eq!(s["mode"], "cluster", "{what}: {s}");
         assert_eq!(s["counts"], r["counts"], "{what}: counts of {} vs local {}", s["output_paths"], r["output_paths"]);
         assert_eq!(outputs(cluster, s), outputs(local, r), "{what}: output rows of {}", s["output_paths"]);
@@ -290,12 +299,12 @@ fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
     for partitions in matrix.split(',') {
         let mut c = Cluster::start(data.path(), 1, &["--partitions", partitions], &[]);
         let one = run_all(&c.d, &scenario_requests(data.path(), &callback_url, &format!("p{partitions}-one")));
-        assert_same_as_local(&format!("1 executor, {partitions} partitions"), &local, &reference, &c.d, &one);
+        assert_same_as_local(&format!("1 executor, {partitions} partitions"), &local, &reference, &c, &one);
         // An executor started while the scheduler runs is used by the next jobs.
         let new = c.add_executor(&[]);
         wait_for_executors(&c.d, 2, Duration::from_secs(30));
         let two = run_all(&c.d, &scenario_requests(data.path(), &callback_url, &format!("p{partitions}-two")));
-        assert_same_as_local(&format!("2 executors, {partitions} partitions"), &local, &reference, &c.d, &two);
+        assert_same_as_local(&format!("2 executors, {partitions} partitions"), &local, &reference, &c, &two);
         assert!(c.tasks_run(new) > 0, "the executor that joined ran no task");
         cluster_runs.extend(one.into_iter().chain(two));
     }
@@ -408,7 +417,7 @@ fn postgres_sources_are_read_by_the_executors_once_in_one_snapshot_and_cancel_st
             }
             let what = format!("postgres, {executors} executor(s), {partitions} partitions");
             let statuses = run_all(&cluster.d, &fresh(&requests, &format!("e{executors}")));
-            assert_same_as_local(&what, &local, &reference, &cluster.d, &statuses);
+            assert_same_as_local(&what, &local, &reference, cluster, &statuses);
             let n = statuses.len();
             for s in &statuses[n - 2..] {
                 assert_eq!(
