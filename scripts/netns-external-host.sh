@@ -30,8 +30,7 @@ done
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null || true; done
   ip netns del "$ns1" 2>/dev/null || true
   ip netns del "$ns2" 2>/dev/null || true
   ip link del "$bridge" 2>/dev/null || true
