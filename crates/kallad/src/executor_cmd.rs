@@ -6,6 +6,7 @@
 use clap::Args;
 use kalla_cluster::executor::{ExecutorSettings, run};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Arguments of `kallad executor`.
@@ -44,18 +45,26 @@ pub(crate) struct ExecutorArgs {
     shutdown_grace: Duration,
 }
 
-/// Resolves once SIGTERM arrived and the grace period passed.
-async fn terminated_and_grace_over(grace: Duration) {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-            tokio::time::sleep(grace).await;
+/// Resolves once SIGTERM (or Ctrl-C) arrived and the grace period passed; `asked` is set as
+/// soon as the signal arrives.
+async fn terminated_and_grace_over(grace: Duration, asked: &AtomicBool) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
     }
+    asked.store(true, Ordering::SeqCst);
+    tokio::time::sleep(grace).await;
 }
 
 pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
@@ -113,18 +122,26 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
         slots = settings.concurrent_tasks,
         "kallad executor starting"
     );
+    let asked = AtomicBool::new(false);
     tokio::select! {
         result = run(settings) => match result {
-            Ok(()) => {
+            Ok(()) if asked.load(Ordering::SeqCst) => {
                 tracing::info!("kallad executor stopped");
                 ExitCode::SUCCESS
+            }
+            // Ballista stops an executor whose heartbeats fail (the scheduler is gone) and cannot
+            // start another in the same process: exit with an error so a supervisor restarts it
+            // (it then waits for the scheduler).
+            Ok(()) => {
+                tracing::error!("the executor stopped without being asked (the scheduler is unreachable); exiting so it can be restarted");
+                ExitCode::from(1)
             }
             Err(e) => {
                 tracing::error!(error = %e, "kallad executor failed");
                 ExitCode::from(1)
             }
         },
-        _ = terminated_and_grace_over(args.shutdown_grace) => {
+        _ = terminated_and_grace_over(args.shutdown_grace, &asked) => {
             tracing::warn!("running tasks did not finish within --shutdown-grace; exiting");
             ExitCode::SUCCESS
         }

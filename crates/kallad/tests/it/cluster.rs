@@ -282,6 +282,34 @@ fn an_executor_started_before_its_scheduler_joins_when_the_scheduler_comes_up() 
     drop(one);
 }
 
+/// Waits for a process to exit; its status.
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_executor_exits_0_on_sigterm_and_with_an_error_when_its_scheduler_is_gone() {
+    let data = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(data.path(), 2, &[], &[]);
+    // Asked to stop with nothing running: it deregisters and exits 0 at once.
+    let pid = c.pid(0);
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = exit_within(&mut c.executors[0].as_mut().unwrap().child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    // The scheduler dies: Ballista stops the executor after 5 failed heartbeats (5 s apart); it
+    // exits non-zero so that a supervisor restarts it (restarted, it waits for the scheduler).
+    c.d.child.kill().unwrap();
+    let status = exit_within(&mut c.executors[1].as_mut().unwrap().child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
+
 #[test]
 fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
     let data = tempfile::tempdir().unwrap();
