@@ -306,7 +306,7 @@ async fn a_backend_killed_mid_read_fails_the_read_clearly() {
     pg.psql(
         &db,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'kallad/%' \
-         AND backend_type = 'client backend' AND query LIKE 'COPY%'",
+         AND backend_type = 'client backend' AND query LIKE 'COPY%' AND datname = current_database()",
     );
     let mut failure = None;
     while let Some(next) = stream.next().await {
