@@ -297,11 +297,12 @@ fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 #[test]
 fn an_executor_exits_0_on_sigterm_and_with_an_error_when_its_scheduler_is_gone() {
     let data = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(data.path(), 2, &[], &[]);
-    // Asked to stop with nothing running: it deregisters and exits 0 at once.
+    let mut c = Cluster::start_with(data.path(), 2, &[], &[], &["--shutdown-grace", "2s"]);
+    // Asked to stop with nothing running: it deregisters and exits 0, at the latest when its
+    // grace (2 s) is over (Ballista's servers may wait for the scheduler's open connections).
     let pid = c.pid(0);
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-    let status = exit_within(&mut c.executors[0].as_mut().unwrap().child, Duration::from_secs(10));
+    let status = exit_within(&mut c.executors[0].as_mut().unwrap().child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
     // The scheduler dies: Ballista stops the executor after 5 failed heartbeats (5 s apart); it
     // exits non-zero so that a supervisor restarts it (restarted, it waits for the scheduler).
