@@ -741,9 +741,11 @@ fn a_postgres_read_cut_off_on_an_executor_is_retried_in_the_same_snapshot() {
     );
     // The cut really failed a task, which Ballista ran again.
     let logs = c.all_logs();
+    // The cut shows as the server's 57P01 message or as a closed connection, depending on what
+    // the reader saw first; both are I/O-class (retryable) read failures.
+    let failures: Vec<&str> = logs.lines().filter(|l| l.contains("failed")).collect();
     assert!(
-        logs.lines()
-            .any(|l| l.contains("failed") && l.contains("IO error: source_read_failed: source l: the server closed")),
-        "no task failed on the cut-off read"
+        failures.iter().any(|l| l.contains("IO error: source_read_failed: source l: ")),
+        "no task failed on the cut-off read: {failures:#?}"
     );
 }
