@@ -48,21 +48,7 @@ pub(crate) struct ExecutorArgs {
 /// Resolves once SIGTERM (or Ctrl-C) arrived and the grace period passed; `asked` is set as
 /// soon as the signal arrives.
 async fn terminated_and_grace_over(grace: Duration, asked: &AtomicBool) {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    crate::daemon::stop_requested().await;
     asked.store(true, Ordering::SeqCst);
     tokio::time::sleep(grace).await;
 }
@@ -73,13 +59,12 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
         tracing::error!("--bind-host must be an IP address (e.g. 127.0.0.1 or 0.0.0.0), not {}", args.bind_host);
         return ExitCode::from(2);
     }
-    let external_host = match (&args.external_host, args.bind_host.as_str()) {
-        (Some(h), _) => h.clone(),
-        (None, "0.0.0.0" | "::") => {
-            tracing::error!("--external-host is required when binding {}", args.bind_host);
+    let external_host = match crate::daemon::advertised_host(args.external_host.as_deref(), &args.bind_host) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
             return ExitCode::from(2);
         }
-        (None, host) => host.to_string(),
     };
     // Kept alive until the executor ends; removed on drop.
     let (work_dir, _temporary) = match &args.work_dir {

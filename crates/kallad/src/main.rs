@@ -2,11 +2,12 @@
 //!
 //! `kallad run JOB.json` runs one job in-process and prints its status document;
 //! `kallad scheduler` serves the HTTP job API and embeds the Ballista scheduler executors
-//! register with; `kallad executor` is such an executor. Jobs run in the scheduler's process in
-//! this build (distributed execution is not built yet; see the README).
+//! register with; `kallad executor` is such an executor. A job runs in the scheduler's process or
+//! on the executors (cluster mode), as `--mode` and the live executors decide.
 
 mod api;
 mod callbacks;
+mod daemon;
 mod engine_args;
 mod executor_cmd;
 mod jobs;

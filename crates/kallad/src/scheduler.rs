@@ -82,24 +82,6 @@ pub(crate) enum ModeArg {
     Cluster,
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = term => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
-}
-
 pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
     let secret = match args.callback_secret.as_deref().map(parse_secret).transpose() {
         Ok(s) => s,
@@ -130,16 +112,12 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let external_host = match (&args.external_host, args.bind_host.as_str()) {
-        (Some(h), _) => h.clone(),
-        (None, "0.0.0.0" | "::") => {
-            tracing::error!(
-                "--external-host is required when binding {}: executors must be told an address of this scheduler",
-                args.bind_host
-            );
+    let external_host = match crate::daemon::advertised_host(args.external_host.as_deref(), &args.bind_host) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}: executors must be told an address of this scheduler");
             return ExitCode::from(2);
         }
-        (None, host) => host.to_string(),
     };
     let cluster = match kalla_cluster::scheduler::EmbeddedScheduler::start(
         &args.bind_host,
@@ -208,7 +186,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
     let drained = Arc::clone(&manager);
     let grace = args.shutdown_grace;
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        crate::daemon::stop_requested().await;
         tracing::info!("shutting down: no new jobs, draining");
         drained.drain(grace).await;
     });
