@@ -15,7 +15,7 @@
 use crate::scheduler::EmbeddedScheduler;
 use ballista_core::JobId;
 use ballista_core::client::BallistaClient;
-use ballista_core::serde::protobuf::{PartitionLocation, job_status};
+use ballista_core::serde::protobuf::{PartitionLocation, job_status, task_status};
 use ballista_scheduler::state::execution_stage::ExecutionStage;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -52,6 +52,27 @@ impl std::fmt::Debug for ClusterRunner {
     }
 }
 
+/// Input partitions of a stage whose tasks succeeded, and all its input partitions (an
+/// unresolved stage, whose size is not known yet, counts as one).
+fn stage_progress(stage: &ExecutionStage) -> (usize, usize) {
+    match stage {
+        ExecutionStage::Successful(s) => (s.partitions, s.partitions),
+        ExecutionStage::Running(s) => {
+            let mut covered = vec![false; s.partitions];
+            let succeeded = s.task_infos.iter().filter(|t| matches!(t.task_status, task_status::Status::Successful(_)));
+            for p in succeeded.flat_map(|t| &t.global_input_partition_ids) {
+                if let Some(c) = covered.get_mut(*p) {
+                    *c = true;
+                }
+            }
+            (covered.iter().filter(|c| **c).count(), s.partitions)
+        }
+        ExecutionStage::Resolved(s) => (0, s.partitions),
+        ExecutionStage::Failed(s) => (0, s.partitions),
+        ExecutionStage::UnResolved(_) => (0, 1),
+    }
+}
+
 /// A Ballista job of the run and whether it has ended.
 type Submitted = (JobId, Arc<AtomicBool>);
 
@@ -80,9 +101,8 @@ impl Drop for CancelOnDrop {
                         tracing::warn!(error = %e, "cannot cancel a Ballista job");
                     }
                     tokio::time::sleep(STATUS_TICK).await;
-                    let status = scheduler.server().state.task_manager.get_job_status(&job_id).await;
-                    if let Ok(Some(s)) = status
-                        && matches!(s.status, Some(job_status::Status::Failed(_) | job_status::Status::Successful(_)))
+                    if let Ok(Some(job_status::Status::Failed(_) | job_status::Status::Successful(_))) =
+                        scheduler.job_status(&job_id).await
                     {
                         return;
                     }
@@ -122,35 +142,8 @@ impl ClusterRunner {
             done += match running.get(&job_id) {
                 Some(info) => {
                     let graph = info.execution_graph.read().await;
-                    let (mut finished, mut total) = (0usize, 0usize);
-                    for stage in graph.stages().values() {
-                        match stage {
-                            ExecutionStage::Successful(s) => {
-                                finished += s.partitions;
-                                total += s.partitions;
-                            }
-                            ExecutionStage::Running(s) => {
-                                let mut covered = vec![false; s.partitions];
-                                for t in &s.task_infos {
-                                    if matches!(
-                                        t.task_status,
-                                        ballista_core::serde::protobuf::task_status::Status::Successful(_)
-                                    ) {
-                                        for p in &t.global_input_partition_ids {
-                                            if let Some(c) = covered.get_mut(*p) {
-                                                *c = true;
-                                            }
-                                        }
-                                    }
-                                }
-                                finished += covered.iter().filter(|c| **c).count();
-                                total += s.partitions;
-                            }
-                            ExecutionStage::Resolved(s) => total += s.partitions,
-                            ExecutionStage::Failed(s) => total += s.partitions,
-                            ExecutionStage::UnResolved(_) => total += 1,
-                        }
-                    }
+                    let (finished, total) =
+                        graph.stages().values().map(stage_progress).fold((0, 0), |(f, t), (sf, st)| (f + sf, t + st));
                     if total == 0 { 0.0 } else { finished as f64 / total as f64 }
                 }
                 // Queued, not planned into stages yet.
@@ -171,10 +164,10 @@ impl ClusterRunner {
         let mut updates_open = true;
         let mut without_executors: Option<Instant> = None;
         loop {
-            let status = scheduler.server().state.task_manager.get_job_status(job_id).await.map_err(|e| {
+            let status = scheduler.job_status(job_id).await.map_err(|e| {
                 DataFusionError::Execution(format!("{label}: cannot read the Ballista job status: {e}"))
             })?;
-            match status.and_then(|s| s.status) {
+            match status {
                 Some(job_status::Status::Successful(s)) => return Ok(s.partition_location),
                 Some(job_status::Status::Failed(f)) => {
                     let e = match kalla_error_in(&f.error) {
@@ -399,13 +392,10 @@ impl PlanRunner for ClusterRunner {
             let mut guard = CancelOnDrop { scheduler: Arc::clone(&scheduler), job_id: Some(job_id.clone()) };
             let outcome = Self::wait(&scheduler, &job_id, &label, cluster_wait, rx).await;
             ended.store(true, Ordering::SeqCst);
-            let locations = match outcome {
-                Ok(locations) => {
-                    guard.job_id = None;
-                    locations
-                }
-                Err(e) => return Err(e),
-            };
+            // Ended: nothing to cancel any more (a failed wait keeps the guard armed, so a job
+            // given up for lack of executors is cancelled).
+            let locations = outcome?;
+            guard.job_id = None;
             let locations = final_partitions(locations, &label)?;
             // Every partition is fetched at once and their batches interleave: decoding one
             // overlaps with transferring the others and with the caller's writing.

@@ -2,7 +2,9 @@
 //! and heartbeat there), next to kallad's own HTTP API on another port. The scheduler's own
 //! HTTP routes (health checks) are served on the gRPC port, so they never clash with kallad's.
 
+use ballista_core::JobId;
 use ballista_core::serde::protobuf::executor_status::Status;
+use ballista_core::serde::protobuf::job_status;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
@@ -99,6 +101,12 @@ impl EmbeddedScheduler {
     /// The Ballista scheduler.
     pub fn server(&self) -> &SchedulerServer<LogicalPlanNode, PhysicalPlanNode> {
         &self.server
+    }
+
+    /// The status of a Ballista job (`None` while it is not known yet).
+    pub async fn job_status(&self, job_id: &JobId) -> Result<Option<job_status::Status>, String> {
+        let status = self.server.state.task_manager.get_job_status(job_id).await.map_err(|e| e.to_string())?;
+        Ok(status.and_then(|s| s.status))
     }
 
     /// The bound gRPC address.

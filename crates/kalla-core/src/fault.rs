@@ -75,26 +75,15 @@ impl ScalarUDFImpl for FaultUdf {
             return exec_err!("{TEST_FAULT}: unknown mode {mode}");
         }
         if take_token(&self.dir.join(&mode)) {
-            match mode.as_str() {
-                "io" => {
-                    return Err(DataFusionError::IoError(std::io::Error::other(
-                        "injected I/O fault (kalla_test_fault)",
-                    )));
-                }
-                "pause" => {
-                    let marker = self.dir.join(format!("paused-{}", std::process::id()));
-                    std::fs::write(&marker, b"").map_err(DataFusionError::IoError)?;
-                    while marker.exists() {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
-                }
-                _ => {
-                    let marker = self.dir.join(format!("held-{}", std::process::id()));
-                    std::fs::write(&marker, b"").map_err(DataFusionError::IoError)?;
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                }
+            if mode == "io" {
+                return Err(DataFusionError::IoError(std::io::Error::other("injected I/O fault (kalla_test_fault)")));
+            }
+            // `hold` blocks until the process is killed, `pause` until the test removes the marker.
+            let kind = if mode == "pause" { "paused" } else { "held" };
+            let marker = self.dir.join(format!("{kind}-{}", std::process::id()));
+            std::fs::write(&marker, b"").map_err(DataFusionError::IoError)?;
+            while mode == "hold" || marker.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
         }
         Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![true; args.number_rows]))))

@@ -153,6 +153,32 @@ impl ReadTracker {
         self.scans().extend(found);
     }
 
+    /// Whether `plan` reads nothing but files of the run's temporary output directory: every
+    /// leaf is a file scan of it (a plan without leaves reads nothing of them either).
+    pub fn reads_only_outputs(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
+        fn leaves<'a>(plan: &'a Arc<dyn ExecutionPlan>, out: &mut Vec<&'a Arc<dyn ExecutionPlan>>) {
+            let children = plan.children();
+            if children.is_empty() {
+                out.push(plan);
+            }
+            for child in children {
+                leaves(child, out);
+            }
+        }
+        let mut found = Vec::new();
+        leaves(plan, &mut found);
+        !found.is_empty()
+            && found.iter().all(|leaf| {
+                file_scan(leaf).is_some_and(|config| {
+                    config
+                        .file_groups
+                        .iter()
+                        .flat_map(|g| g.iter())
+                        .all(|f| f.object_meta.location.as_ref().contains(&self.output_marker))
+                })
+            })
+    }
+
     /// Rows and bytes read so far, by source kind.
     pub fn counts(&self) -> BTreeMap<String, ReadCounts> {
         let mut out: BTreeMap<String, ReadCounts> = BTreeMap::new();
@@ -191,10 +217,13 @@ impl ReadTracker {
     }
 }
 
+/// The file scan configuration of a `DataSourceExec` over files (Kalla's Postgres scan is one).
+fn file_scan(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    node.downcast_ref::<DataSourceExec>()?.data_source().downcast_ref::<FileScanConfig>()
+}
+
 fn collect_scans(plan: &Arc<dyn ExecutionPlan>, f: &mut dyn FnMut(&Arc<dyn ExecutionPlan>, &FileScanConfig)) {
-    if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
-        && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
-    {
+    if let Some(config) = file_scan(plan) {
         f(plan, config);
     }
     for child in plan.children() {

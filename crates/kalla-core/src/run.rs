@@ -122,37 +122,11 @@ impl PlannedJob {
     async fn execute(&self, label: &str, frame: DataFrame) -> Result<SendableRecordBatchStream, DataFusionError> {
         let plan = self.physical(frame).await?;
         match &self.runner {
-            Some(runner) if !self.reads_only_outputs(&plan) => {
+            Some(runner) if !self.reads.reads_only_outputs(&plan) => {
                 runner.execute(label.to_string(), plan, self.ctx.clone()).await
             }
             _ => datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()),
         }
-    }
-
-    /// Whether every scan of `plan` reads files of this run's temporary output directory.
-    fn reads_only_outputs(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
-        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-        use datafusion::datasource::physical_plan::FileScanConfig;
-        use datafusion::datasource::source::DataSourceExec;
-        let marker = format!(".tmp-{}", self.job.run_id);
-        let (mut scans, mut outputs) = (0usize, 0usize);
-        let _ = plan.apply(|node| {
-            if node.children().is_empty() {
-                scans += 1;
-                if let Some(exec) = node.downcast_ref::<DataSourceExec>()
-                    && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
-                    && config
-                        .file_groups
-                        .iter()
-                        .flat_map(|g| g.iter())
-                        .all(|f| f.object_meta.location.as_ref().contains(&marker))
-                {
-                    outputs += 1;
-                }
-            }
-            Ok(TreeNodeRecursion::Continue)
-        });
-        scans > 0 && scans == outputs
     }
 
     async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {

@@ -519,6 +519,18 @@ fn held_pid(dir: &Path) -> u32 {
     }
 }
 
+/// Submits `job` with one `hold` token in the budget and waits until a task holds it; the job's
+/// run id and the index of the executor holding the task.
+fn submit_held(c: &Cluster, faults: &Path, job: &Value) -> (String, usize) {
+    tokens(faults, "hold", 1);
+    assert_eq!(c.d.post("/api/jobs", job).0, 202);
+    let pid = held_pid(faults);
+    let holder = (0..c.executors.len())
+        .find(|i| c.executors[*i].is_some() && c.pid(*i) == pid)
+        .expect("an executor of the cluster holds the fault");
+    (job["run_id"].as_str().unwrap().to_string(), holder)
+}
+
 #[test]
 fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_the_job() {
     let faults = tempfile::tempdir().unwrap();
@@ -569,12 +581,8 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
     assert_eq!(std::fs::read_dir(&budget).unwrap().count(), 0, "the fault never fired");
 
     // An executor SIGKILLed while it runs a task of the job: its work re-runs on the other one.
-    tokens(faults.path(), "hold", 1);
-    let j = job("hold");
-    let run_id = j["run_id"].as_str().unwrap().to_string();
-    assert_eq!(c.d.post("/api/jobs", &j).0, 202);
-    let pid = held_pid(faults.path());
-    let victim = (0..2).find(|i| c.pid(*i) == pid).expect("an executor holds the fault");
+    let (run_id, victim) = submit_held(&c, faults.path(), &job("hold"));
+    let pid = c.pid(victim);
     let running = c.d.get(&format!("/api/jobs/{run_id}")).1;
     assert_eq!((running["status"].as_str(), running["mode"].as_str()), (Some("running"), Some("cluster")));
     // Progress comes from Ballista's tasks: the tasks not held finish, the held one does not.
@@ -598,21 +606,10 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
     // for the stuck one, exits 0; the task re-runs on the other executor; the result is exact.
     c.add_executor(&[]);
     wait_for_executors(&c.d, 2, Duration::from_secs(30));
-    tokens(faults.path(), "hold", 1);
-    let j = job("hold");
-    let run_id = j["run_id"].as_str().unwrap().to_string();
-    assert_eq!(c.d.post("/api/jobs", &j).0, 202);
-    let pid = held_pid(faults.path());
-    let holder = (0..c.executors.len()).find(|i| c.executors[*i].is_some() && c.pid(*i) == pid).unwrap();
+    let (run_id, holder) = submit_held(&c, faults.path(), &job("hold"));
+    let pid = c.pid(holder);
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
-    let termed = Instant::now();
-    let exit = loop {
-        if let Some(status) = c.executors[holder].as_mut().unwrap().child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(termed.elapsed() < Duration::from_secs(15), "the executor did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let exit = exit_within(&mut c.executors[holder].as_mut().unwrap().child, Duration::from_secs(15));
     assert!(exit.success(), "{exit:?}");
     std::fs::remove_file(faults.path().join(format!("held-{pid}"))).unwrap();
     let s = c.d.wait_final(&run_id, Duration::from_secs(90));
@@ -625,11 +622,7 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
     // periods — it never hangs.
     c.add_executor(&[]);
     wait_for_executors(&c.d, 2, Duration::from_secs(30));
-    tokens(faults.path(), "hold", 1);
-    let j = job("hold");
-    let run_id = j["run_id"].as_str().unwrap().to_string();
-    assert_eq!(c.d.post("/api/jobs", &j).0, 202);
-    held_pid(faults.path());
+    let (run_id, _) = submit_held(&c, faults.path(), &job("hold"));
     for i in 0..c.executors.len() {
         c.kill(i);
     }
