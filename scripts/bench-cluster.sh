@@ -5,12 +5,8 @@
 # process. Usage: scripts/bench-cluster.sh [WORK_DIR]   (BENCH_RUNS=3, BENCH_SLOTS=1 per executor)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kalla-target}"
 work="${1:-${TMPDIR:-/tmp}/kalla-bench}"
-python3 -c 'import duckdb, sys; sys.exit(0 if duckdb.__version__.startswith("2.0") else 1)' 2>/dev/null \
-  || python3 -m pip install --quiet "duckdb==2.0.0"
-cargo build --release --locked -p kallad
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM"
+. scripts/bench/prelude.sh
 mkdir -p "$work/data"
 python3 -c 'import sys; sys.path.insert(0, "scripts/bench"); from bench_local import generate; generate(sys.argv[1])' "$work/data"
 
