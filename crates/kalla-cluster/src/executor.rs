@@ -64,6 +64,7 @@ pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
             // 0 is Ballista's "unbounded".
             memory_pool_size: Some(settings.memory_limit.unwrap_or(0)),
             override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
+            override_logical_codec: Some(crate::codec::ClusterLogicalCodec::shared()),
             override_function_registry: Some(Arc::clone(&functions)),
             ..Default::default()
         };

@@ -81,6 +81,7 @@ impl EmbeddedScheduler {
             // Spread a stage's tasks over every executor (the default fills one executor first).
             task_distribution: TaskDistributionPolicy::RoundRobin,
             override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
+            override_logical_codec: Some(crate::codec::ClusterLogicalCodec::shared()),
             // Final results are fetched as soon as a job succeeds; keep them a minute, not five.
             finished_job_data_clean_up_interval_seconds: 60,
             ..Default::default()

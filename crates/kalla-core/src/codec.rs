@@ -1,19 +1,26 @@
-//! Kalla's physical extension codec: what `datafusion-proto` needs, beyond its own messages, to
-//! ship a Kalla plan to another process: the UDFs (stateless, encoded by name) and the Postgres
-//! scan (a `DataSourceExec` whose `FileSource` is Kalla's `PgSource`), encoded as the prost
-//! messages of `proto/kalla.proto` inside the `KallaPhysicalNode` envelope.
+//! Kalla's extension codecs: what `datafusion-proto` needs, beyond its own messages, to ship a
+//! Kalla plan to another process. Physical: the UDFs (stateless, encoded by name) and the
+//! Postgres scan (a `DataSourceExec` whose `FileSource` is Kalla's `PgSource`) inside the
+//! `KallaPhysicalNode` envelope. Logical: the UDFs and the Postgres table provider (`PgTable`)
+//! inside `KallaLogicalNode`. Both are the prost messages of `proto/kalla.proto`.
 
 use crate::session::kalla_udfs;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, not_impl_err};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use kalla_connectors::postgres::scan::PgSource;
+use kalla_connectors::postgres::scan::{PgSource, PgTable};
+use kalla_connectors::postgres::snapshot::SnapshotRegistry;
 use kalla_recipe::{ErrorCode, KallaError};
 use prost::Message;
 use std::sync::Arc;
@@ -75,19 +82,10 @@ mod pg_scan {
         resolve_scalar(name, "b", -1).map_err(|m| bad(&m))
     }
 
-    pub(super) fn encode(source: &PgSource, config: &FileScanConfig) -> Result<proto::PgScanNode> {
-        let spec = source.spec();
+    /// The table as planned ↔ `PgTableSpec` (shared by the logical and the physical node).
+    pub(super) fn encode_spec(spec: &PgScanSpec) -> proto::PgTableSpec {
         let l = &spec.location;
-        let projection = source.projection_indices().ok_or_else(|| bad("a projection that is not plain columns"))?;
-        let all: Vec<usize> = (0..spec.columns.len()).collect();
-        let mut partitions = Vec::new();
-        for group in &config.file_groups {
-            match group.files() {
-                [one] => partitions.push(one.object_meta.location.as_ref().to_string()),
-                _ => return Err(bad("a partition of several ranges")),
-            }
-        }
-        Ok(proto::PgScanNode {
+        proto::PgTableSpec {
             alias: spec.alias.clone(),
             run_id: spec.run_id.clone(),
             location: Some(proto::PgLocation {
@@ -131,17 +129,10 @@ mod pg_scan {
             pages: spec.pages,
             reltuples: spec.reltuples,
             relkind: spec.relkind.to_string(),
-            snapshot: source.snapshot().map(str::to_string),
-            filters: source.filters.clone(),
-            has_projection: projection != all,
-            projection: projection.iter().map(|i| *i as u32).collect(),
-            partitions,
-            limit: config.limit.map(|n| n as u64),
-            batch_size: source.batch_size() as u64,
-        })
+        }
     }
 
-    pub(super) fn decode(node: proto::PgScanNode) -> Result<Arc<dyn ExecutionPlan>> {
+    pub(super) fn decode_spec(node: proto::PgTableSpec) -> Result<PgScanSpec> {
         let l = node.location.ok_or_else(|| bad("no location"))?;
         let tls = match l.tls.as_str() {
             "disable" => Tls::Disable,
@@ -174,7 +165,12 @@ mod pg_scan {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let spec = PgScanSpec {
+        let mut relkind = node.relkind.chars();
+        let relkind = match (relkind.next(), relkind.next()) {
+            (Some(k), None) => k,
+            _ => return Err(bad(&format!("the relkind {:?}", node.relkind))),
+        };
+        Ok(PgScanSpec {
             alias: node.alias,
             run_id: node.run_id,
             location,
@@ -182,8 +178,35 @@ mod pg_scan {
             ctid_ranges: node.ctid_ranges,
             pages: node.pages,
             reltuples: node.reltuples,
-            relkind: node.relkind.chars().next().unwrap_or('r'),
-        };
+            relkind,
+        })
+    }
+
+    pub(super) fn encode(source: &PgSource, config: &FileScanConfig) -> Result<proto::PgScanNode> {
+        let spec = source.spec();
+        let projection = source.projection_indices().ok_or_else(|| bad("a projection that is not plain columns"))?;
+        let all: Vec<usize> = (0..spec.columns.len()).collect();
+        let mut partitions = Vec::new();
+        for group in &config.file_groups {
+            match group.files() {
+                [one] => partitions.push(one.object_meta.location.as_ref().to_string()),
+                _ => return Err(bad("a partition of several ranges")),
+            }
+        }
+        Ok(proto::PgScanNode {
+            table: Some(encode_spec(spec)),
+            snapshot: source.snapshot().map(str::to_string),
+            filters: source.filters.clone(),
+            has_projection: projection != all,
+            projection: projection.iter().map(|i| *i as u32).collect(),
+            partitions,
+            limit: config.limit.map(|n| n as u64),
+            batch_size: source.batch_size() as u64,
+        })
+    }
+
+    pub(super) fn decode(node: proto::PgScanNode) -> Result<Arc<dyn ExecutionPlan>> {
+        let spec = decode_spec(node.table.ok_or_else(|| bad("no table"))?)?;
         let mut source = PgSource::new(Arc::new(spec), node.snapshot);
         source.filters = node.filters;
         source.set_batch_size(usize::try_from(node.batch_size).unwrap_or(8192));
@@ -234,16 +257,121 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match kalla_udfs().into_iter().find(|u| u.name() == name) {
-            Some(udf) => Ok(Arc::new(udf)),
-            None => not_impl_err!("unknown scalar function {name}"),
-        }
+        kalla_udf(name)
     }
 
     fn try_encode_udf(&self, _node: &ScalarUDF, _buf: &mut Vec<u8>) -> Result<()> {
         // Kalla's UDFs are stateless: the name in the plan is enough to decode them.
         Ok(())
     }
+}
+
+/// A Kalla UDF by the name a plan carries.
+fn kalla_udf(name: &str) -> Result<Arc<ScalarUDF>> {
+    match kalla_udfs().into_iter().find(|u| u.name() == name) {
+        Some(udf) => Ok(Arc::new(udf)),
+        None => not_impl_err!("unknown scalar function {name}"),
+    }
+}
+
+/// Encodes and decodes the parts of a logical plan that are Kalla's: the Postgres table
+/// provider and the UDFs. File sources are DataFusion listing tables behind views, which
+/// `datafusion-proto` encodes itself; Kalla has no logical plan nodes of its own.
+///
+/// A Postgres table is decoded into a table that reads in its job's snapshots, so the codec that
+/// decodes one must be made [`for_job`](Self::for_job) with that job's registry; without one
+/// (or with another job's) decoding refuses, as reading in a fresh snapshot would break the
+/// job's one-snapshot guarantee (SPEC 4).
+#[derive(Debug, Default, Clone)]
+pub struct KallaLogicalCodec {
+    snapshots: Option<Arc<SnapshotRegistry>>,
+}
+
+impl KallaLogicalCodec {
+    /// A codec decoding Postgres tables into the snapshots of the job owning `snapshots`.
+    pub fn for_job(snapshots: Arc<SnapshotRegistry>) -> KallaLogicalCodec {
+        KallaLogicalCodec { snapshots: Some(snapshots) }
+    }
+}
+
+impl LogicalExtensionCodec for KallaLogicalCodec {
+    fn try_decode(&self, _buf: &[u8], _inputs: &[LogicalPlan], _ctx: &TaskContext) -> Result<Extension> {
+        not_impl_err!("Kalla has no logical plan nodes of its own")
+    }
+
+    fn try_encode(&self, node: &Extension, _buf: &mut Vec<u8>) -> Result<()> {
+        not_impl_err!("Kalla cannot encode logical plan node {}", node.node.name())
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        table_ref: &TableReference,
+        schema: SchemaRef,
+        _ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let envelope = proto::KallaLogicalNode::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("not a Kalla table: {e}")))?;
+        let spec = match envelope.node {
+            Some(proto::kalla_logical_node::Node::PgTable(spec)) => pg_scan::decode_spec(spec)?,
+            None => return not_impl_err!("an empty Kalla table ({table_ref})"),
+        };
+        let snapshots = match &self.snapshots {
+            Some(s) if s.run_id() == spec.run_id => Arc::clone(s),
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "the Postgres table of source {:?} belongs to job {} and can only be decoded where that job's snapshot is held",
+                    spec.alias, spec.run_id
+                )));
+            }
+        };
+        let table = PgTable::new(spec, snapshots);
+        if table.schema().fields() != schema.fields() {
+            return Err(DataFusionError::Internal(format!(
+                "the Postgres table {table_ref} decodes with another schema than its plan's"
+            )));
+        }
+        Ok(Arc::new(table))
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let Some(table) = node.downcast_ref::<PgTable>() else {
+            return not_impl_err!("Kalla cannot encode the table {table_ref}");
+        };
+        proto::KallaLogicalNode {
+            node: Some(proto::kalla_logical_node::Node::PgTable(pg_scan::encode_spec(table.spec()))),
+        }
+        .encode(buf)
+        .map_err(|e| DataFusionError::Internal(format!("encoding a Postgres table: {e}")))
+    }
+
+    fn try_decode_udf(&self, name: &str, _buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        kalla_udf(name)
+    }
+
+    fn try_encode_udf(&self, _node: &ScalarUDF, _buf: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes `plan` with [`KallaLogicalCodec`] and decodes it in a context that has the job's
+/// settings but not Kalla's functions or tables, as another process would; Postgres tables come
+/// back reading in `snapshots` (the job's). Used to prove every plan the engine runs can travel
+/// as a logical plan too.
+pub fn roundtrip_logical_plan(
+    plan: &LogicalPlan,
+    job_ctx: &TaskContext,
+    snapshots: &Arc<SnapshotRegistry>,
+) -> Result<LogicalPlan> {
+    let remote = SessionContext::new_with_config(job_ctx.session_config().clone());
+    let codec = KallaLogicalCodec::for_job(Arc::clone(snapshots));
+    let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(plan, &codec)?;
+    datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &codec)
 }
 
 /// Refuses plans that `datafusion-proto` would ship wrongly. DataFusion 55's CSV scan message has
@@ -278,4 +406,109 @@ pub fn roundtrip_physical_plan(plan: Arc<dyn ExecutionPlan>, job_ctx: &TaskConte
     let codec = KallaPhysicalCodec;
     let bytes = datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &codec)?;
     datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(&bytes, task_ctx, &codec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::datasource::{provider_as_source, source_as_provider};
+    use datafusion::logical_expr::LogicalPlanBuilder;
+    use datafusion_proto::bytes::{
+        logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+    };
+    use kalla_connectors::postgres::catalog::PgColumn;
+    use kalla_connectors::postgres::scan::PgScanSpec;
+    use kalla_connectors::postgres::types::{PgScalar, PgType};
+    use kalla_connectors::postgres::uri::{PgLocation, ScanMode, Tls};
+
+    fn column(name: &str, pg_type: PgType, type_name: &str) -> PgColumn {
+        PgColumn { name: name.into(), pg_type, type_name: type_name.into(), unconstrained_numeric: false }
+    }
+
+    fn invoices(run_id: &str) -> PgScanSpec {
+        PgScanSpec {
+            alias: "invoices".into(),
+            run_id: run_id.into(),
+            location: PgLocation {
+                host: "db.internal".into(),
+                port: 6543,
+                user: "kalla".into(),
+                password: Some("s3cret".into()),
+                dbname: "ledger".into(),
+                schema: "billing".into(),
+                table: "Invoices".into(),
+                tls: Tls::VerifyFull { root_cert: Some("/etc/ca.pem".into()) },
+                scan: ScanMode::Ctid,
+            },
+            columns: vec![
+                column("invoice_id", PgType::Scalar(PgScalar::Int8), "int8"),
+                column("amount", PgType::Scalar(PgScalar::Numeric { precision: 12, scale: 2 }), "numeric"),
+                column("tags", PgType::Array(PgScalar::Text), "_text"),
+                column("created_at", PgType::Scalar(PgScalar::TimestampTz), "timestamptz"),
+            ],
+            ctid_ranges: true,
+            pages: 1234,
+            reltuples: 98765.0,
+            relkind: 'p',
+        }
+    }
+
+    fn scan_of(spec: PgScanSpec, snapshots: &Arc<SnapshotRegistry>) -> LogicalPlan {
+        let table = PgTable::new(spec, Arc::clone(snapshots));
+        LogicalPlanBuilder::scan("invoices", provider_as_source(Arc::new(table)), None)
+            .and_then(|b| b.build())
+            .expect("a scan of a table builds")
+    }
+
+    fn decoded_table(plan: &LogicalPlan) -> proto::PgTableSpec {
+        let LogicalPlan::TableScan(scan) = plan else { panic!("not a table scan: {plan}") };
+        let provider = source_as_provider(&scan.source).expect("a provider");
+        let table = provider.downcast_ref::<PgTable>().expect("a Postgres table");
+        pg_scan::encode_spec(table.spec())
+    }
+
+    #[test]
+    fn a_postgres_table_travels_whole_in_a_logical_plan_and_reads_in_its_jobs_snapshots() {
+        let job = Arc::new(SnapshotRegistry::new("job-a"));
+        let plan = scan_of(invoices("job-a"), &job);
+        let codec = KallaLogicalCodec::for_job(Arc::clone(&job));
+        let bytes = logical_plan_to_bytes_with_extension_codec(&plan, &codec).expect("encodes");
+        let remote = SessionContext::new();
+        let back = logical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &codec).expect("decodes");
+        // Every field of the table, the password and the TLS root included, comes back as it was.
+        assert_eq!(decoded_table(&back), pg_scan::encode_spec(&invoices("job-a")));
+        assert_eq!(back.schema(), plan.schema());
+    }
+
+    #[test]
+    fn a_postgres_table_is_refused_where_its_jobs_snapshots_are_not_held() {
+        let job = Arc::new(SnapshotRegistry::new("job-a"));
+        let bytes = logical_plan_to_bytes_with_extension_codec(
+            &scan_of(invoices("job-a"), &job),
+            &KallaLogicalCodec::for_job(Arc::clone(&job)),
+        )
+        .expect("encodes");
+        let remote = SessionContext::new();
+        let other_job = KallaLogicalCodec::for_job(Arc::new(SnapshotRegistry::new("job-b")));
+        for codec in [KallaLogicalCodec::default(), other_job] {
+            let e = logical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &codec)
+                .expect_err("a table read outside its job's snapshot must be refused");
+            assert!(
+                e.to_string().contains(
+                    "the Postgres table of source \"invoices\" belongs to job job-a and can only be decoded where that job's snapshot is held"
+                ),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn kalla_functions_decode_by_name_in_a_context_that_lacks_them() {
+        let codec = KallaLogicalCodec::default();
+        for udf in kalla_udfs() {
+            assert_eq!(codec.try_decode_udf(udf.name(), &[]).expect("a Kalla function").name(), udf.name());
+        }
+        let e = codec.try_decode_udf("no_such_function", &[]).expect_err("unknown");
+        assert!(matches!(e, DataFusionError::NotImplemented(_)), "{e}");
+    }
 }

@@ -7,8 +7,9 @@
 //! committed atomically with an audit trail ([`output`], [`summary`]).
 //!
 //! The engine does not care whether a table is a file or a database scan, nor (by design) where
-//! a physical plan runs: every plan it executes can be serialized with [`codec::KallaPhysicalCodec`],
-//! which the `roundtrip_plans` setting exercises on every run.
+//! a physical plan runs: every plan it executes can be serialized as a logical plan with
+//! [`codec::KallaLogicalCodec`] and as a physical plan with [`codec::KallaPhysicalCodec`], which
+//! the `roundtrip_plans` setting exercises on every run.
 //!
 //! Errors are [`kalla_recipe::KallaError`]s: every engine failure is something the API reports
 //! with a code, so the engine speaks that vocabulary directly.

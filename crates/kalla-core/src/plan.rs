@@ -32,7 +32,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Root of relative `output_path` values.
     pub output_dir: PathBuf,
-    /// Serialize and decode every physical plan before running it (proves plans can ship).
+    /// Serialize and decode every logical plan, then its physical plan, before running it (proves
+    /// plans can ship both ways).
     pub roundtrip_plans: bool,
 }
 

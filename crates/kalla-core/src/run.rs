@@ -10,7 +10,7 @@
 //!    outputs instead of restating them.
 //! 4. `summary.json` is written last, then the temporary directory is renamed into place.
 
-use crate::codec::{KallaPhysicalCodec, check_distributable, roundtrip_physical_plan};
+use crate::codec::{KallaPhysicalCodec, check_distributable, roundtrip_logical_plan, roundtrip_physical_plan};
 use crate::lineage::KeyTrace;
 use crate::output::{TmpDir, write_stream, write_synced};
 use crate::plan::{PlannedJob, PlannedSource};
@@ -104,13 +104,12 @@ impl PlannedJob {
     /// The physical plan of `frame`, planned with the job's session as it is now (a frame made
     /// at submission carries the settings of that moment; cluster mode changes some).
     async fn physical(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let frame = DataFrame::new(self.ctx.state(), frame.into_unoptimized_plan());
-        let plan = frame.create_physical_plan().await?;
-        let plan = if self.config.roundtrip_plans && self.runner.is_none() {
-            roundtrip_physical_plan(plan, &self.ctx.task_ctx())?
-        } else {
-            plan
-        };
+        let roundtrip = self.config.roundtrip_plans && self.runner.is_none();
+        let logical = frame.into_unoptimized_plan();
+        let logical =
+            if roundtrip { roundtrip_logical_plan(&logical, &self.ctx.task_ctx(), &self.snapshots)? } else { logical };
+        let plan = DataFrame::new(self.ctx.state(), logical).create_physical_plan().await?;
+        let plan = if roundtrip { roundtrip_physical_plan(plan, &self.ctx.task_ctx())? } else { plan };
         self.reads.track(&plan);
         Ok(plan)
     }

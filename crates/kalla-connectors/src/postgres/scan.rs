@@ -172,6 +172,11 @@ impl PgTable {
         let schema = spec.schema();
         PgTable { spec: Arc::new(spec), schema, registry }
     }
+
+    /// The table as planned.
+    pub fn spec(&self) -> &PgScanSpec {
+        &self.spec
+    }
 }
 
 #[async_trait::async_trait]

@@ -56,6 +56,11 @@ impl SnapshotRegistry {
         SnapshotRegistry { run_id: run_id.to_string(), armed: AtomicBool::new(false), held: Default::default() }
     }
 
+    /// The job these snapshots belong to.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// From now on, scans planned for this job export (or reuse) their database's snapshot.
     pub fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
