@@ -6,9 +6,12 @@
 //! itself stopped and waits for its running tasks; kallad bounds that wait by
 //! `--shutdown-grace`.
 
+use ballista_core::RuntimeProducer;
 use ballista_core::error::BallistaError;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::SessionConfig;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +52,20 @@ pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
     // Task plans name Kalla's functions; the executor resolves them in this registry.
     let session = kalla_core::session::new_session(1, None).map_err(|e| e.to_string())?;
     let functions = Arc::new(BallistaFunctionRegistry::from(&session.state()));
+    // With --memory-limit, every task of this executor draws on one Kalla pool of that size
+    // (kalla_core::memory: repartition buffers are not refused, as DataFusion 55's repartition
+    // spill can stall a query); Ballista's own per-task FairSpillPool is off (size 0).
+    let runtime = settings.memory_limit.map(|bytes| {
+        let pool = kalla_core::memory::memory_pool(usize::try_from(bytes).unwrap_or(usize::MAX));
+        tracing::info!("memory pool: one Kalla pool of --memory-limit ({bytes} bytes) for all tasks");
+        let work_dir = settings.work_dir.clone();
+        let producer: RuntimeProducer = Arc::new(move |_config: &SessionConfig| {
+            Ok(Arc::new(
+                RuntimeEnvBuilder::new().with_temp_file_path(&work_dir).with_memory_pool(Arc::clone(&pool)).build()?,
+            ))
+        });
+        producer
+    });
     let mut attempts = 0u64;
     loop {
         let config = ExecutorProcessConfig {
@@ -61,8 +78,9 @@ pub async fn run(settings: ExecutorSettings) -> Result<(), String> {
             vcores: settings.concurrent_tasks.max(1),
             work_dir: Some(settings.work_dir.clone()),
             executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
-            // 0 is Ballista's "unbounded".
-            memory_pool_size: Some(settings.memory_limit.unwrap_or(0)),
+            // 0 is Ballista's "unbounded"; the limit, when set, is in the runtime's pool.
+            memory_pool_size: Some(0),
+            override_runtime_producer: runtime.clone(),
             override_physical_codec: Some(crate::codec::ClusterCodec::shared()),
             override_logical_codec: Some(crate::codec::ClusterLogicalCodec::shared()),
             override_function_registry: Some(Arc::clone(&functions)),

@@ -18,6 +18,7 @@
 pub mod codec;
 pub mod fault;
 pub mod lineage;
+pub mod memory;
 pub mod output;
 pub mod plan;
 pub mod progress;

@@ -2,7 +2,7 @@
 
 use crate::udf::{tolerance_match, tolerance_match_pct};
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -77,7 +77,4 @@ pub fn new_session(
     Ok(ctx)
 }
 
-/// One spill-aware pool of `bytes` for the whole process (`--memory-limit`).
-pub fn memory_pool(bytes: usize) -> Arc<dyn MemoryPool> {
-    Arc::new(FairSpillPool::new(bytes))
-}
+pub use crate::memory::memory_pool;

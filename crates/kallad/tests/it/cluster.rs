@@ -237,10 +237,16 @@ fn executors_join_and_leave_a_running_scheduler() {
     // A second one joins without restarting anything.
     let second = c.add_executor(&["--memory-limit", "1GiB"]);
     wait_for_executors(&c.d, 2, Duration::from_secs(20));
-    // No --memory-limit: no pool limit (not Ballista's 70 % of the host); with it: that pool.
+    // No --memory-limit: no pool limit (not Ballista's 70 % of the host); with it: one Kalla
+    // pool of that size for all the executor's tasks (Ballista's own per-task pool stays off).
     let text = |i: usize| std::fs::read_to_string(&c.executors[i].as_ref().unwrap().log).unwrap();
     assert!(text(first).contains("Executor memory pool: unbounded"), "{}", text(first));
-    assert!(text(second).contains("configured via --memory-pool-size"), "{}", text(second));
+    assert!(!text(first).contains("one Kalla pool"), "{}", text(first));
+    assert!(
+        text(second).contains("one Kalla pool of --memory-limit (1073741824 bytes) for all tasks"),
+        "{}",
+        text(second)
+    );
     assert_eq!(c.d.get("/ready").1["executors"], 2);
     let metrics = c.d.get("/metrics").1.as_str().unwrap_or_default().to_string();
     assert!(metrics.lines().any(|l| l == "kalla_executors_live 2"), "{metrics}");
