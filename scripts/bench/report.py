@@ -30,6 +30,14 @@ def rss(r):
     return ", ".join(f"{k} {v}" for k, v in r["peak_rss_mib"].items())
 
 
+def limit_bytes(text):
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * factor
+    return float(text)
+
+
 def find(results, **want):
     return [r for r in results if all(r.get(k) == v for k, v in want.items())]
 
@@ -90,6 +98,15 @@ def render(doc, pg_version):
                 + (f" in {fmt(r['median'])} s" if r["median"] else "")
                 + (f", error `{r['error']['code']}`: {r['error']['message']}" if r.get("error") else "")
                 + f"; the daemon {'stayed up' if r['daemon_alive'] else 'DIED'}; peak RSS {rss(r)} MiB.", ""]
+
+    fit = find(res, group="memory fit") + find(res, group="memory")
+    if fit:
+        out += ["### What fits in how much memory (one-to-one, Parquet, local, `--memory-limit`)", "",
+                "| rows (invoices × payments) | limit | outcome | seconds | peak RSS (MiB) |", "|---|---|---|---|---|"]
+        for r in sorted(fit, key=lambda r: (r["rows"]["invoices"], limit_bytes(r["memory_limit"]))):
+            what = r["outcome"] + (f" (`{r['error']['code']}`)" if r.get("error") else "")
+            out.append(f"| {rows_label(r)} | {r['memory_limit']} | {what} | {fmt(r['median'])} | {rss(r)} |")
+        out.append("")
 
     out += ["### Every cell", "",
             "| group | shape | rows (invoices × payments) | source | mode | seconds (runs) | median | input rows/s | peak RSS (MiB) |",

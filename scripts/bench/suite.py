@@ -60,9 +60,13 @@ def plan(kind):
     # Growth: 1:1 at N x N, local, Parquet and Postgres.
     for source in ("parquet", "postgres"):
         for n in (1, 2, 5, 10):
-            cells.append(("growth", "one-to-one", n * M, n * M, source, "local", None, RUNS if n <= 2 else 1))
-    # Memory bound: 10M x 10M with --memory-limit 2GiB.
+            cells.append(("growth", "one-to-one", n * M, n * M, source, "local", None, RUNS))
+    # Memory bound: 10M x 10M with --memory-limit 2GiB; and what fits in how much.
     cells.append(("memory", "one-to-one", 10 * M, 10 * M, "parquet", "local", "2GiB", 1))
+    for limit in ("1GiB", "1536MiB"):
+        cells.append(("memory fit", "one-to-one", 10 * M, 10 * M, "parquet", "local", limit, 1))
+    for limit in ("256MiB", "384MiB", "512MiB"):
+        cells.append(("memory fit", "one-to-one", 2 * M, 1_900_000, "parquet", "local", limit, 1))
     return cells
 
 
@@ -348,7 +352,9 @@ def main():
                        "sources": sources_for(source, d, template, tables), "output_path": f"bench/{run_id}"}
                 elapsed, cb_kind, body, status = daemon.run(job, callbacks)
                 if cb_kind == "error":
-                    if memory:  # the memory cell may fail cleanly; anything else is a failed suite
+                    # Under a memory limit a job may fail cleanly with memory_limit_exceeded;
+                    # any other failure fails the suite.
+                    if memory and body.get("code") == "memory_limit_exceeded":
                         outcome, error = "failed", {"code": body.get("code"), "message": body.get("error")}
                         break
                     sys.exit(f"{name} {source} {mode}: job failed: {body}")
