@@ -199,25 +199,6 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), KallaError> {
     f.sync_all().map_err(|e| io_err("cannot sync", path, e))
 }
 
-/// Writes `stream` to `path` as an Arrow IPC file (every Arrow type round-trips exactly, which
-/// Parquet cannot promise for intervals) and returns the rows written. Used for a run's local
-/// copy of a Postgres source, which is read back and removed before the commit.
-pub async fn write_ipc(
-    mut stream: datafusion::execution::SendableRecordBatchStream,
-    path: PathBuf,
-) -> Result<u64, datafusion::common::DataFusionError> {
-    let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
-    let mut writer = datafusion::arrow::ipc::writer::FileWriter::try_new(file, &stream.schema())?;
-    let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        rows += batch.num_rows() as u64;
-        writer.write(&batch)?;
-    }
-    writer.finish()?;
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use kalla_connectors::file::{FileEntry, open_file_source};
 use kalla_connectors::filter::filters_to_expr;
 use kalla_connectors::postgres::open_postgres_source;
-use kalla_connectors::postgres::scan::{PgScanSpec, PgTable};
+use kalla_connectors::postgres::scan::PgScanSpec;
 use kalla_connectors::postgres::snapshot::SnapshotRegistry;
 use kalla_connectors::types::sql_type_name;
 use kalla_recipe::{ErrorCode, FileFormat, KallaError, Source, SourceLocation, ValidatedJob};
@@ -63,8 +63,6 @@ pub struct PlannedSource {
     pub expected_rows: Option<u64>,
     /// What a Postgres source reads.
     pub postgres: Option<PgScanSpec>,
-    /// The Postgres table (a local run reads it once, then points it at its local copy).
-    pub pg_table: Option<Arc<PgTable>>,
 }
 
 /// A job ready to run.
@@ -146,7 +144,6 @@ async fn open_source(
 ) -> Result<PlannedSource, KallaError> {
     let table = source.alias.to_ascii_lowercase();
     let mut postgres = None;
-    let mut pg_table = None;
     let (frame, schema, files, format, expected_rows) = match &source.location {
         SourceLocation::File(path) => {
             let opened = open_file_source(&ctx.state(), source, path, &config.data_dir)
@@ -162,10 +159,8 @@ async fn open_source(
             let opened = open_postgres_source(source, uri, run_id, Arc::clone(snapshots))
                 .await
                 .map_err(|e| e.into_kalla(&source.field))?;
-            let provider: Arc<dyn datafusion::catalog::TableProvider> = opened.provider.clone();
-            let frame = ctx.read_table(provider).map_err(|e| internal("building the source scan", e))?;
+            let frame = ctx.read_table(opened.provider).map_err(|e| internal("building the source scan", e))?;
             postgres = Some(opened.spec);
-            pg_table = Some(opened.provider);
             (frame, opened.schema, Vec::new(), None, opened.expected_rows)
         }
     };
@@ -202,7 +197,6 @@ async fn open_source(
         format,
         expected_rows,
         postgres,
-        pg_table,
     })
 }
 
@@ -275,14 +269,9 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
 }
 
 /// How many times a run reads a source: `match_sql`, then for a keyed source the anti join and
-/// the checks, for a source without key its count. A local run reads a Postgres source once
-/// (into its temporary directory; the passes read that copy). Progress counts local runs only.
+/// the checks, for a source without key its count.
 fn passes(source: &PlannedSource) -> u64 {
-    match (&source.pg_table, &source.key) {
-        (Some(_), _) => 1,
-        (None, Some(_)) => 3,
-        (None, None) => 2,
-    }
+    if source.key.is_some() { 3 } else { 2 }
 }
 
 fn read_tracker(sources: &[PlannedSource], job: &ValidatedJob) -> ReadTracker {

@@ -9,8 +9,7 @@
 //! Progress is rows read over rows expected. A run reads a source more than once — `match_sql`,
 //! the anti join of its unmatched rows and its checks (a source without key: `match_sql` and a
 //! count) — so a source's expected rows are its estimated rows (Parquet metadata, the CSV bytes
-//! scaled by a sample, Postgres `reltuples`) times the passes over it; a local run reads a
-//! Postgres source once (its passes read the run's local copy). Estimates can be off and
+//! scaled by a sample, Postgres `reltuples`) times the passes over it. Estimates can be off and
 //! filters or `LIMIT` can stop a scan early, so progress is capped below 1.0 until the job is done
 //! and the caller keeps it from decreasing.
 

@@ -12,13 +12,11 @@
 
 use crate::codec::{KallaPhysicalCodec, check_distributable, roundtrip_logical_plan, roundtrip_physical_plan};
 use crate::lineage::KeyTrace;
-use crate::output::{TmpDir, write_ipc, write_stream, write_synced};
+use crate::output::{TmpDir, write_stream, write_synced};
 use crate::plan::{PlannedJob, PlannedSource};
 use crate::summary::{AuditSource, AuditTrail, FileAudit, PostgresAudit, SourceChecks, Summary};
 use datafusion::arrow::array::Array;
 use datafusion::common::{Column, DataFusionError, JoinType};
-use datafusion::datasource::file_format::arrow::ArrowFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -63,9 +61,6 @@ struct SourceResult {
 }
 
 const MATCHED_FILE: &str = "matched.parquet";
-/// Where a local run keeps the copy of its Postgres sources (inside the temporary directory,
-/// removed before the commit).
-const SOURCES_DIR: &str = ".sources";
 const SUMMARY_FILE: &str = "summary.json";
 
 fn key_alias(j: usize) -> String {
@@ -277,32 +272,6 @@ impl PlannedJob {
         Ok((rows, checks))
     }
 
-    /// A local run reads each Postgres source once: its rows after the source's filters, every
-    /// column, one Arrow IPC file per scan partition under `dir/<table>/`; the table then reads
-    /// that copy for every pass (match, anti join, checks) instead of running three `COPY`s. The
-    /// one read happens in the job's snapshot, so every pass sees the same rows, as before.
-    async fn copy_postgres_sources(&self, dir: &Path) -> Result<(), DataFusionError> {
-        let copies = self.sources.iter().filter_map(|s| s.pg_table.as_ref().map(|t| (s, t))).map(|(source, table)| {
-            let dir = dir.join(&source.table);
-            async move {
-                std::fs::create_dir_all(&dir)?;
-                let plan = self.physical(source.frame.clone()).await?;
-                let streams = datafusion::physical_plan::execute_stream_partitioned(plan, self.ctx.task_ctx())?;
-                futures::future::try_join_all(
-                    streams.into_iter().enumerate().map(|(i, s)| write_ipc(s, dir.join(format!("part-{i}.arrow")))),
-                )
-                .await?;
-                let url = ListingTableUrl::parse(format!("{}/", dir.to_string_lossy()))?;
-                let options = ListingOptions::new(Arc::new(ArrowFormat)).with_file_extension(".arrow");
-                let config =
-                    ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::clone(&source.schema));
-                table.read_locally_from(Arc::new(ListingTable::try_new(config)?))
-            }
-        });
-        futures::future::try_join_all(copies).await?;
-        Ok(())
-    }
-
     /// A CSV reader error about bad UTF-8 does not say which file it was reading; find it (only
     /// on this failure path) and name the file and line.
     fn explain_read_error(&self, e: KallaError) -> KallaError {
@@ -412,16 +381,6 @@ impl PlannedJob {
         self.snapshots.arm();
         let given = self.output.given.clone();
 
-        let sources_dir = tmp.path().join(SOURCES_DIR);
-        if self.runner.is_none() && self.sources.iter().any(|s| s.pg_table.is_some()) {
-            observer.stage(Stage::Reading);
-            let t = Instant::now();
-            if let Err(e) = self.copy_postgres_sources(&sources_dir).await {
-                return Err(execution_error("reading", e));
-            }
-            timings.insert("reading_ms".into(), t.elapsed().as_millis() as u64);
-        }
-
         observer.stage(Stage::Matching);
         let t = Instant::now();
         let matched_path = tmp.path().join(MATCHED_FILE);
@@ -479,11 +438,6 @@ impl PlannedJob {
         let summary = Summary { status, audit: self.audit(timings, checks, &snapshots) };
         let bytes = serde_json::to_vec_pretty(&summary)
             .map_err(|e| KallaError::new(ErrorCode::Internal, format!("cannot encode summary.json: {e}")))?;
-        if sources_dir.exists() {
-            std::fs::remove_dir_all(&sources_dir).map_err(|e| {
-                KallaError::new(ErrorCode::Internal, format!("cannot remove {}: {e}", sources_dir.display()))
-            })?;
-        }
         write_synced(&tmp.path().join(SUMMARY_FILE), &bytes)?;
         tmp.commit(&self.output.final_dir)?;
         Ok(RunOutcome { counts, output_paths, summary })

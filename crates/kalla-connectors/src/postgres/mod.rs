@@ -21,6 +21,7 @@ pub mod uri;
 use crate::error::ConnectorError;
 use crate::types::parse_sql_type;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
 use kalla_recipe::Source;
 use std::sync::Arc;
 use types::{PgScalar, PgType};
@@ -29,7 +30,7 @@ use types::{PgScalar, PgType};
 #[derive(Debug)]
 pub struct OpenedPgSource {
     /// The table as DataFusion reads it.
-    pub provider: Arc<scan::PgTable>,
+    pub provider: Arc<dyn TableProvider>,
     /// The source's schema.
     pub schema: SchemaRef,
     /// The catalog's row estimate (`reltuples`), when the table was ever analyzed.

@@ -164,30 +164,13 @@ pub struct PgTable {
     spec: Arc<PgScanSpec>,
     schema: SchemaRef,
     registry: Arc<SnapshotRegistry>,
-    /// Once set, scans read this instead of Postgres (see [`PgTable::read_locally_from`]).
-    local_copy: std::sync::RwLock<Option<Arc<dyn TableProvider>>>,
 }
 
 impl PgTable {
     /// A table reading `spec` in the snapshots of `registry`.
     pub fn new(spec: PgScanSpec, registry: Arc<SnapshotRegistry>) -> PgTable {
         let schema = spec.schema();
-        PgTable { spec: Arc::new(spec), schema, registry, local_copy: Default::default() }
-    }
-
-    /// From now on, every scan of this table reads `copy` — the rows this job already read
-    /// from Postgres (after the source's filters), with this table's schema — instead of
-    /// running another `COPY`. The rows are the same: they were read in the job's snapshot.
-    pub fn read_locally_from(&self, copy: Arc<dyn TableProvider>) -> Result<()> {
-        if copy.schema().fields() != self.schema.fields() {
-            return Err(DataFusionError::Internal(format!(
-                "the local copy of source {} has another schema than the table",
-                self.spec.alias
-            )));
-        }
-        let mut slot = self.local_copy.write().map_err(|_| DataFusionError::Internal("a poisoned lock".into()))?;
-        *slot = Some(copy);
-        Ok(())
+        PgTable { spec: Arc::new(spec), schema, registry }
     }
 
     /// The table as planned.
@@ -224,11 +207,6 @@ impl TableProvider for PgTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let local = self.local_copy.read().map_err(|_| DataFusionError::Internal("a poisoned lock".into()))?.clone();
-        if let Some(copy) = local {
-            // Filters stay Inexact: DataFusion re-applies them above whatever this returns.
-            return copy.scan(state, projection, filters, limit).await;
-        }
         let pushed: Vec<String> = filters.iter().filter_map(|f| to_sql(f, &self.spec.columns)).collect();
         // A LIMIT is pushed only when every filter went with it (otherwise the rows it keeps
         // could be filtered away afterwards).
