@@ -397,11 +397,12 @@ impl PlannedJob {
         let mut unmatched = BTreeMap::new();
         let mut unmatched_paths = BTreeMap::new();
         let mut checks = BTreeMap::new();
-        // Sources are independent: their anti joins and checks run concurrently.
-        let results = futures::future::try_join_all(
-            self.sources.iter().map(|source| self.source_outputs(source, tmp.path(), &matched_path, &given)),
-        )
-        .await?;
+        // One source at a time (its anti join and checks run concurrently): fewer large hash
+        // tables are alive at once.
+        let mut results = Vec::with_capacity(self.sources.len());
+        for source in &self.sources {
+            results.push(self.source_outputs(source, tmp.path(), &matched_path, &given).await?);
+        }
         for (source, r) in self.sources.iter().zip(results) {
             total.insert(source.alias.clone(), r.total);
             unmatched.insert(source.alias.clone(), r.unmatched);
