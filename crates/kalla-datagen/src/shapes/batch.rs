@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Generator, Outcome};
+use super::{Generator, Outcome, groups_covering, orphan_payment};
 use crate::random::{self, Domain, Permutation, Streams};
 use crate::table::{Reference, Row, TableWriter};
 use crate::truth::Sides;
@@ -68,13 +68,7 @@ struct Drawn {
 impl Batch {
     pub(crate) fn new(seed: u64, invoices: u64) -> Self {
         let streams = Streams::new(seed);
-        let (mut batches, mut total, mut last_size) = (0, 0, 0);
-        while total < invoices {
-            let size = draw_size(&mut streams.rng(Domain::Group, batches));
-            last_size = size.min(invoices - total);
-            total += last_size;
-            batches += 1;
-        }
+        let (batches, last_size) = groups_covering(invoices, |b| draw_size(&mut streams.rng(Domain::Group, b)));
         let mut plan = streams.rng(Domain::Plan, 0);
         let order = Permutation::new(batches, &mut plan);
         let codes = Permutation::new(batches, &mut plan);
@@ -149,17 +143,7 @@ impl Generator for Batch {
                 }
             }
             if rng.random_range(0..1000u32) < 30 {
-                let day = random::day(&mut rng, 0);
-                let row = Row {
-                    customer: rng.random_range(1..=self.customers),
-                    amount: random::amount(&mut rng),
-                    currency: random::currency(&mut rng),
-                    day,
-                    reference: Reference::Orphan(out.next_id() as u64),
-                    at: random::time_on(&mut rng, day),
-                    group: None,
-                };
-                out.push(&row)?;
+                out.push(&orphan_payment(&mut rng, self.customers, out.next_id()))?;
                 tally.orphan += 1;
             }
         }

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Generator, Outcome};
+use super::{Generator, Outcome, groups_covering};
 use crate::random::{self, Domain, Permutation, Streams};
 use crate::table::{Reference, Row, TableWriter};
 use crate::truth::Sides;
@@ -82,13 +82,7 @@ struct Drawn {
 impl ManyToMany {
     pub(crate) fn new(seed: u64, invoices: u64) -> Self {
         let streams = Streams::new(seed);
-        let (mut groups, mut total, mut last_count) = (0, 0, 0);
-        while total < invoices {
-            let (_, count) = draw_fate(&mut streams.rng(Domain::Group, groups));
-            last_count = count.min(invoices - total);
-            total += last_count;
-            groups += 1;
-        }
+        let (groups, last_count) = groups_covering(invoices, |g| draw_fate(&mut streams.rng(Domain::Group, g)).1);
         let mut plan = streams.rng(Domain::Plan, 0);
         let order = Permutation::new(groups, &mut plan);
         let codes = Permutation::new(invoices, &mut plan);

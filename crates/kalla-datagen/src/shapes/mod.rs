@@ -10,9 +10,12 @@ mod many_to_many;
 mod one_to_one;
 mod split;
 
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::table::{Table, TableWriter};
+use crate::random;
+use crate::table::{Reference, Row, Table, TableWriter};
 use crate::truth::{Sides, Truth};
 use crate::{Error, Options, Shape};
 
@@ -38,6 +41,32 @@ pub(crate) struct Outcome {
     pub matched: u64,
     pub unmatched: Sides,
     pub breakdown: Value,
+}
+
+/// A payment whose reference names no invoice (key `payment_id`), from one of `customers` payers.
+pub(crate) fn orphan_payment(rng: &mut ChaCha8Rng, customers: u64, payment_id: i64) -> Row {
+    let day = random::day(rng, 0);
+    Row {
+        customer: rng.random_range(1..=customers),
+        amount: random::amount(rng),
+        currency: random::currency(rng),
+        day,
+        reference: Reference::Orphan(payment_id as u64),
+        at: random::time_on(rng, day),
+        group: None,
+    }
+}
+
+/// How many groups, of the sizes `size(g)` draws for group `g`, it takes to hold `invoices` rows,
+/// and the size of the last one (cut to fit).
+pub(crate) fn groups_covering(invoices: u64, mut size: impl FnMut(u64) -> u64) -> (u64, u64) {
+    let (mut groups, mut total, mut last) = (0, 0, 0);
+    while total < invoices {
+        last = size(groups).min(invoices - total);
+        total += last;
+        groups += 1;
+    }
+    (groups, last)
 }
 
 /// Writes `options.shape`'s tables and returns their truth.

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Generator, Outcome};
+use super::{Generator, Outcome, orphan_payment};
 use crate::random::{self, Domain, Permutation, Streams};
 use crate::table::{Reference, Row, TableWriter};
 use crate::truth::Sides;
@@ -146,19 +146,6 @@ impl OneToOne {
         }
     }
 
-    fn orphan(&self, rng: &mut ChaCha8Rng, payment_id: i64) -> Row {
-        let day = random::day(rng, 0);
-        Row {
-            customer: rng.random_range(1..=self.customers),
-            amount: random::amount(rng),
-            currency: random::currency(rng),
-            day,
-            reference: Reference::Orphan(payment_id as u64),
-            at: random::time_on(rng, day),
-            group: None,
-        }
-    }
-
     /// Payments `first` and `first + 1` referencing the same invoice.
     fn duplicate_pair(
         &self,
@@ -195,7 +182,7 @@ impl OneToOne {
     ) -> Result<(), crate::Error> {
         let k = self.target.apply(j);
         let Some(kind) = (if k < self.invoices { draw_kind(rng) } else { None }) else {
-            let row = self.orphan(rng, out.next_id());
+            let row = orphan_payment(rng, self.customers, out.next_id());
             out.push(&row)?;
             tally.orphan += 1;
             return Ok(());

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Generator, Outcome};
+use super::{Generator, Outcome, orphan_payment};
 use crate::random::{self, Domain, Permutation, Streams};
 use crate::table::{Reference, Row, TableWriter};
 use crate::truth::Sides;
@@ -116,17 +116,7 @@ impl Generator for Split {
                 }
             }
             if rng.random_range(0..1000u32) < 30 {
-                let day = random::day(&mut rng, 0);
-                let row = Row {
-                    customer: rng.random_range(1..=self.customers),
-                    amount: random::amount(&mut rng),
-                    currency: random::currency(&mut rng),
-                    day,
-                    reference: Reference::Orphan(out.next_id() as u64),
-                    at: random::time_on(&mut rng, day),
-                    group: None,
-                };
-                out.push(&row)?;
+                out.push(&orphan_payment(&mut rng, self.customers, out.next_id()))?;
                 tally.orphan += 1;
             }
         }
