@@ -31,6 +31,9 @@ import uuid
 
 import duckdb
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from truth_duckdb import QUERIES  # noqa: E402  (the shapes' DuckDB queries, one copy)
+
 RUNS = int(os.environ.get("BENCH_RUNS", 3))
 EXECUTORS = int(os.environ.get("BENCH_EXECUTORS", 2))
 PG = os.environ.get("BENCH_PG", "")
@@ -220,10 +223,6 @@ def dataset(datagen, work, shape, invoices, payments):
     return name, d, truth, template
 
 
-PG_TYPES = {"Int64": "bigint", "Decimal128(12, 2)": "numeric(12,2)", "Utf8": "text", "Date32": "date",
-            "Timestamp(µs, \"UTC\")": "timestamptz", "Int32": "integer"}
-
-
 def load_postgres(name, d):
     """Loads the dataset's CSV files into Postgres tables `<name>_<source>` (once); returns names."""
     tables = {}
@@ -267,13 +266,14 @@ def raw_copy_seconds(tables):
     return time.perf_counter() - start
 
 
-def duckdb_seconds(d, truth, template, out_dir):
+def duckdb_seconds(d, truth, out_dir):
     """DuckDB doing the job's work on the Parquet files: the match into matched.parquet, each
-    source's unmatched rows (keys in no matched row) into its own file. Returns (seconds, counts)."""
+    source's unmatched rows (keys in no matched row) into its own file. Returns (seconds, counts).
+    The shape's DuckDB query and key expressions are truth_duckdb's."""
     o = os.path.join(out_dir, "duckdb")
     shutil.rmtree(o, ignore_errors=True)
     os.makedirs(o)
-    sql = duck_sql(template["match_sql"])
+    sql, invoice_keys, payment_keys = QUERIES[truth["shape"]]
     start = time.perf_counter()
     con = duckdb.connect()
     con.execute(f"SET threads = {THREADS}")
@@ -281,28 +281,14 @@ def duckdb_seconds(d, truth, template, out_dir):
     con.execute(f"CREATE VIEW payments AS SELECT * FROM '{d}/payments.parquet'")
     con.execute(f"COPY ({sql}) TO '{o}/matched.parquet' (FORMAT parquet)")
     counts = {"matched": con.execute(f"SELECT count(*) FROM '{o}/matched.parquet'").fetchone()[0]}
-    for source, key in (("invoices", "invoice_id"), ("payments", "payment_id")):
-        traced = TRACED[truth["shape"]][source]
-        keys = f"SELECT unnest({traced}) AS k FROM '{o}/matched.parquet'" if traced.endswith("_ids") \
-            else f"SELECT {traced} AS k FROM '{o}/matched.parquet'"
+    for source, key, traced in (("invoices", "invoice_id", invoice_keys), ("payments", "payment_id", payment_keys)):
+        # `[column]` is a plain key column: read it as is rather than unnesting a one-element list.
+        keys = f"SELECT {traced[1:-1]} AS k FROM '{o}/matched.parquet'" if traced.startswith("[") \
+            else f"SELECT unnest({traced}) AS k FROM '{o}/matched.parquet'"
         con.execute(f"COPY (SELECT * FROM {source} WHERE {key} NOT IN ({keys})) "
                     f"TO '{o}/unmatched_{source}.parquet' (FORMAT parquet)")
         counts[source] = con.execute(f"SELECT count(*) FROM '{o}/unmatched_{source}.parquet'").fetchone()[0]
     return time.perf_counter() - start, counts
-
-
-# The matched-output column that carries each source's key, per shape (a list for grouped shapes).
-TRACED = {
-    "one-to-one": {"invoices": "invoice_id", "payments": "payment_id"},
-    "split": {"invoices": "invoice_id", "payments": "payment_ids"},
-    "batch": {"invoices": "invoice_ids", "payments": "payment_id"},
-    "many-to-many": {"invoices": "invoice_ids", "payments": "payment_ids"},
-}
-
-
-def duck_sql(sql):
-    return sql.replace("tolerance_match_pct(i.amount, p.amount, 0.01)",
-                       "abs(i.amount - p.amount) <= 0.01 * greatest(abs(i.amount), abs(p.amount))")
 
 
 def sources_for(kind, d, template, tables):
@@ -375,7 +361,7 @@ def main():
         total = truth["rows"]["invoices"] + truth["rows"]["payments"]
         row["rows_per_second"] = round(total / row["median"]) if row["median"] else None
         if source == "parquet" and group in ("goal", "growth") and mode == "local":
-            peer = [duckdb_seconds(d, truth, template, out_dir) for _ in range(runs)]
+            peer = [duckdb_seconds(d, truth, out_dir) for _ in range(runs)]
             for _, c in peer:
                 if (c["matched"], c["invoices"], c["payments"]) != want:
                     sys.exit(f"{name}: DuckDB counts {c} differ from the truth {want}")
