@@ -35,6 +35,10 @@ pub struct EngineConfig {
     /// Serialize and decode every logical plan, then its physical plan, before running it (proves
     /// plans can ship both ways).
     pub roundtrip_plans: bool,
+    /// `Some(rows)`: a local run raises its partitions so that each hash partition of the largest
+    /// source holds about `rows` rows ([`crate::session::scale_partitions`]); `None`: the
+    /// session's partitions as they are (`--partitions` given).
+    pub rows_per_partition: Option<u64>,
 }
 
 /// A source opened for a job.

@@ -96,6 +96,25 @@ pub fn execution_error(stage: &str, e: DataFusionError) -> KallaError {
     KallaError::new(code, format!("{stage}: {text}"))
 }
 
+/// Passes `stream` through and, once it has ended, logs `plan` with the metrics of its run
+/// (rows, times, spills per operator): what `RUST_LOG=kalla_core=debug` shows for a local job.
+fn log_metrics_at_end(
+    label: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    stream: SendableRecordBatchStream,
+) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let label = label.to_string();
+    let schema = stream.schema();
+    let done = futures::stream::once(async move {
+        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan.as_ref());
+        tracing::debug!(plan = %label, metrics = %shown.indent(true), "plan ran");
+        None
+    });
+    let stream = stream.map(Some).chain(done).filter_map(futures::future::ready);
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream))
+}
+
 fn path_in(given: &str, file: &str) -> String {
     format!("{}/{file}", given.trim_end_matches('/'))
 }
@@ -124,7 +143,14 @@ impl PlannedJob {
             Some(runner) if !self.reads.reads_only_outputs(&plan) => {
                 runner.execute(label.to_string(), plan, self.ctx.clone()).await
             }
-            _ => datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx()),
+            _ => {
+                let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
+                Ok(if tracing::enabled!(tracing::Level::DEBUG) {
+                    log_metrics_at_end(label, plan, stream)
+                } else {
+                    stream
+                })
+            }
         }
     }
 
@@ -377,6 +403,13 @@ impl PlannedJob {
         let started_at = crate::timestamp_now();
         let mut timings: BTreeMap<String, u64> = BTreeMap::new();
         let tmp = TmpDir::create(&self.output)?;
+        if self.runner.is_none()
+            && let Some(rows_per_partition) = self.config.rows_per_partition
+        {
+            let largest = self.sources.iter().filter_map(|s| s.expected_rows).max();
+            let partitions = crate::session::scale_partitions(&self.ctx, largest, rows_per_partition);
+            tracing::info!(partitions, largest_source_rows = ?largest, "local run partitions");
+        }
         // From here on, Postgres scans read in the job's one snapshot per database.
         self.snapshots.arm();
         let given = self.output.given.clone();

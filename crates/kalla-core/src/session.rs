@@ -7,6 +7,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use kalla_connectors::file::parse_decimal_udf;
+use kalla_connectors::postgres::scan::MaxScanPartitions;
 use std::sync::Arc;
 
 /// Every scalar UDF Kalla adds to DataFusion; sessions and codecs register exactly these.
@@ -56,6 +57,43 @@ pub fn apply_cluster_settings(ctx: &SessionContext, target_partitions: usize) {
     options.optimizer.hash_join_single_partition_threshold_rows = 1_000_000;
 }
 
+/// Rows per hash partition a local job aims at when `--partitions` is not given: the size at
+/// which a 2-core machine's join and aggregate hash tables still run at their small-input speed
+/// (measured in docs/benchmarks.md, "Growth").
+pub const ROWS_PER_PARTITION: u64 = 500_000;
+
+/// At most this many partitions come from the input size (measured: 64 was slower than 16–40 at
+/// 10M rows per side on 2 cores).
+pub const MAX_SCALED_PARTITIONS: usize = 32;
+
+/// The partitions a local job uses: `base` (the cores, or `--partitions`' default), raised so that
+/// each hash partition of the largest source holds about `rows_per_partition` rows, at most
+/// [`MAX_SCALED_PARTITIONS`] (never below `base`).
+pub fn partitions_for_rows(base: usize, largest_source_rows: Option<u64>, rows_per_partition: u64) -> usize {
+    let base = base.max(1);
+    let Some(rows) = largest_source_rows else { return base };
+    let wanted = rows.div_ceil(rows_per_partition.max(1));
+    let wanted = usize::try_from(wanted).unwrap_or(usize::MAX).min(MAX_SCALED_PARTITIONS);
+    base.max(wanted)
+}
+
+/// Raises the session's `target_partitions` to [`partitions_for_rows`] for a local run, keeping the
+/// Postgres scans at the parallelism the session had (`MaxScanPartitions`): the hash joins and
+/// aggregates get more, smaller hash tables; the reads do not get more connections. Returns the
+/// partitions now in use.
+pub fn scale_partitions(ctx: &SessionContext, largest_source_rows: Option<u64>, rows_per_partition: u64) -> usize {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let config = state.config_mut();
+    let base = config.target_partitions();
+    let partitions = partitions_for_rows(base, largest_source_rows, rows_per_partition);
+    if partitions != base {
+        config.set_extension(Arc::new(MaxScanPartitions(base)));
+        config.options_mut().execution.target_partitions = partitions;
+    }
+    partitions
+}
+
 /// A session with Kalla's UDFs; `pool` is the process-wide memory pool when a limit is set.
 pub fn new_session(
     target_partitions: usize,
@@ -78,3 +116,34 @@ pub fn new_session(
 }
 
 pub use crate::memory::memory_pool;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_grow_with_the_largest_source_from_the_cores_up_to_the_cap() {
+        assert_eq!(partitions_for_rows(2, None, ROWS_PER_PARTITION), 2);
+        assert_eq!(partitions_for_rows(2, Some(0), ROWS_PER_PARTITION), 2);
+        assert_eq!(partitions_for_rows(2, Some(1_000_000), ROWS_PER_PARTITION), 2);
+        assert_eq!(partitions_for_rows(2, Some(1_000_001), ROWS_PER_PARTITION), 3);
+        assert_eq!(partitions_for_rows(2, Some(2_000_000), ROWS_PER_PARTITION), 4);
+        assert_eq!(partitions_for_rows(2, Some(10_000_000), ROWS_PER_PARTITION), 20);
+        assert_eq!(partitions_for_rows(2, Some(100_000_000), ROWS_PER_PARTITION), MAX_SCALED_PARTITIONS);
+        assert_eq!(partitions_for_rows(48, Some(100_000_000), ROWS_PER_PARTITION), 48);
+        assert_eq!(partitions_for_rows(0, Some(10), 0), 10);
+    }
+
+    #[test]
+    fn scaling_a_session_caps_its_postgres_scans_at_the_parallelism_it_had() {
+        let ctx = new_session(2, None).unwrap();
+        assert_eq!(scale_partitions(&ctx, Some(3_000_000), ROWS_PER_PARTITION), 6);
+        let state = ctx.state();
+        assert_eq!(state.config().target_partitions(), 6);
+        assert_eq!(kalla_connectors::postgres::scan::scan_partitions(state.config()), 2);
+
+        let small = new_session(2, None).unwrap();
+        assert_eq!(scale_partitions(&small, Some(10), ROWS_PER_PARTITION), 2);
+        assert!(small.state().config().get_extension::<MaxScanPartitions>().is_none());
+    }
+}

@@ -16,7 +16,8 @@ pub(crate) struct EngineArgs {
     /// Root of relative output paths.
     #[arg(long, env = "KALLA_OUTPUT_DIR", default_value = "./runs")]
     pub(crate) output_dir: PathBuf,
-    /// Partitions (parallelism) per job; default: the number of cores.
+    /// Partitions (parallelism) per job. Default: the number of cores, raised for a local job
+    /// with large sources to one partition per 500,000 rows of the largest (at most 32).
     #[arg(long, env = "BALLISTA_PARTITIONS")]
     partitions: Option<usize>,
     /// One memory pool for the process, e.g. `4GiB`; operators spill where they can.
@@ -28,6 +29,11 @@ impl EngineArgs {
     /// `--partitions`, or the number of cores.
     pub(crate) fn partitions(&self) -> usize {
         self.partitions.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+
+    /// Rows per hash partition local jobs scale to, unless `--partitions` fixed the partitions.
+    pub(crate) fn rows_per_partition(&self) -> Option<u64> {
+        self.partitions.is_none().then_some(kalla_core::session::ROWS_PER_PARTITION)
     }
 
     /// `--partitions` when given (cluster jobs otherwise take the live executors' task slots).

@@ -57,6 +57,8 @@ pub(crate) struct ManagerConfig {
     pub(crate) data_dir: std::path::PathBuf,
     pub(crate) output_dir: std::path::PathBuf,
     pub(crate) partitions: usize,
+    /// See `EngineConfig::rows_per_partition`.
+    pub(crate) rows_per_partition: Option<u64>,
     pub(crate) max_concurrent_jobs: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) job_timeout: Duration,
@@ -195,6 +197,7 @@ impl JobManager {
             data_dir: self.config.data_dir.clone(),
             output_dir: self.config.output_dir.clone(),
             roundtrip_plans: false,
+            rows_per_partition: self.config.rows_per_partition,
         }
     }
 

@@ -73,8 +73,12 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
             return print(&failed(run_id, submitted_at, KallaError::new(ErrorCode::Internal, e.to_string())));
         }
     };
-    let config =
-        EngineConfig { data_dir: args.engine.data_dir, output_dir: args.engine.output_dir, roundtrip_plans: false };
+    let config = EngineConfig {
+        rows_per_partition: args.engine.rows_per_partition(),
+        data_dir: args.engine.data_dir,
+        output_dir: args.engine.output_dir,
+        roundtrip_plans: false,
+    };
     let span = tracing::info_span!("job", run_id = %job.run_id);
     let _enter = span.enter();
     let started_at = now();

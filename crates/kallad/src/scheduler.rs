@@ -138,6 +138,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
     let manager = JobManager::new(ManagerConfig {
         journal,
         partitions: args.engine.partitions(),
+        rows_per_partition: args.engine.rows_per_partition(),
         memory_pool: args.engine.memory_pool(),
         data_dir: args.engine.data_dir.clone(),
         output_dir: args.engine.output_dir.clone(),

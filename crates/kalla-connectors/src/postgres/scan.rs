@@ -38,6 +38,23 @@ use kalla_recipe::{ErrorCode, KallaError};
 use object_store::ObjectStore;
 use std::sync::Arc;
 
+/// A session extension capping how many page ranges (connections) a Postgres scan opens, below
+/// the session's `target_partitions`. Local jobs raise `target_partitions` for large inputs so
+/// that hash tables stay small; the reads should not open a connection per hash partition, so
+/// the job sets this cap to the parallelism it started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxScanPartitions(pub usize);
+
+/// Page ranges a scan planned in `config` opens: `target_partitions`, capped by
+/// [`MaxScanPartitions`] when the session carries one.
+pub fn scan_partitions(config: &datafusion::prelude::SessionConfig) -> usize {
+    let target = config.target_partitions();
+    match config.get_extension::<MaxScanPartitions>() {
+        Some(cap) => target.min(cap.0.max(1)),
+        None => target,
+    }
+}
+
 /// Everything a partition needs to read its range: serializable as is (issue: cluster).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgScanSpec {
@@ -219,7 +236,7 @@ impl TableProvider for PgTable {
             .map(|s| s.id.clone());
         let mut source = PgSource::new(Arc::clone(&self.spec), snapshot);
         source.filters = pushed;
-        let groups = self.spec.file_groups(state.config().target_partitions());
+        let groups = self.spec.file_groups(scan_partitions(state.config()));
         pg_scan_exec(source, groups, projection.cloned(), limit)
     }
 }

@@ -226,3 +226,26 @@ async fn csv_escape_character_is_honoured() {
         .unwrap();
     assert_eq!(all_rows(&o.dir.join("matched.parquet")), vec!["invoice_id=I1|payment_id=P1|ref=R\"1"]);
 }
+
+#[tokio::test]
+async fn a_local_run_takes_one_partition_per_rows_per_partition_of_its_largest_source() {
+    let f = Fixture::new();
+    f.parquet("invoices.parquet", &invoices_batch());
+    f.parquet("copies.parquet", &invoices_batch());
+    let sources = json!([
+        {"alias": "invoices", "uri": "invoices.parquet", "primary_key": ["invoice_id"]},
+        {"alias": "copies", "uri": "copies.parquet", "primary_key": ["invoice_id"]}
+    ]);
+    let sql = "SELECT i.invoice_id, c.invoice_id AS copy_id FROM invoices i JOIN copies c ON i.ref = c.ref \
+        WHERE i.amount > 1";
+    let mut seen = Vec::new();
+    for (rows_per_partition, partitions) in [(None, 1), (Some(2), 2), (Some(1), 3)] {
+        let o = f.run_scaled(job(sql, sources.clone()), false, 1, rows_per_partition).await.unwrap();
+        assert_eq!(o.partitions, partitions, "rows per partition {rows_per_partition:?}");
+        assert_eq!(o.counts.matched, 2);
+        assert_eq!(o.counts.unmatched["invoices"], Some(1));
+        assert_eq!(o.counts.unmatched["copies"], Some(1));
+        seen.push(keys(&o.dir.join("unmatched_invoices.parquet"), "invoice_id"));
+    }
+    assert!(seen.iter().all(|k| k == &set(&["I3"])), "{seen:?}");
+}

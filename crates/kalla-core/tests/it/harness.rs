@@ -31,6 +31,8 @@ pub struct Outcome {
     pub reads: std::collections::BTreeMap<String, kalla_core::progress::ReadCounts>,
     /// Progress as it stood when the run ended.
     pub progress: kalla_core::progress::ProgressSample,
+    /// The partitions the run used in the end.
+    pub partitions: usize,
 }
 
 impl Fixture {
@@ -61,25 +63,47 @@ impl Fixture {
             data_dir: self.data.path().to_path_buf(),
             output_dir: self.out.path().to_path_buf(),
             roundtrip_plans: roundtrip,
+            rows_per_partition: None,
         }
     }
 
     /// Plans and runs `request` once with the given settings.
     pub async fn run_once(&self, request: Value, roundtrip: bool, partitions: usize) -> Result<Outcome, KallaError> {
+        self.run_scaled(request, roundtrip, partitions, None).await
+    }
+
+    /// Plans and runs `request` once; with `rows_per_partition`, the run raises its partitions
+    /// from `partitions` for its largest source as `kallad` does without `--partitions`.
+    pub async fn run_scaled(
+        &self,
+        request: Value,
+        roundtrip: bool,
+        partitions: usize,
+        rows_per_partition: Option<u64>,
+    ) -> Result<Outcome, KallaError> {
         let job = JobRequest::from_value(request)?.validate()?;
         let ctx = new_session(partitions, None).unwrap();
-        let planned = plan_job(ctx, job, self.config(roundtrip)).await?;
+        let config = EngineConfig { rows_per_partition, ..self.config(roundtrip) };
+        let planned = plan_job(ctx.clone(), job, config).await?;
         let tracker = std::sync::Arc::clone(&planned.reads);
         let outcome = planned.run(&NoObserver).await?;
         let dir = self.out.path().join(&outcome.output_paths.summary).parent().unwrap().to_path_buf();
         let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
-        Ok(Outcome { counts: outcome.counts, dir, summary, reads: tracker.counts(), progress: tracker.sample() })
+        Ok(Outcome {
+            counts: outcome.counts,
+            dir,
+            summary,
+            reads: tracker.counts(),
+            progress: tracker.sample(),
+            partitions: ctx.state().config().target_partitions(),
+        })
     }
 
-    /// Runs `request` as is and with plan round trips, asserts identical outputs, and returns the
-    /// first outcome.
+    /// Runs `request` with partitions scaled to its input (one per 2 rows of the largest source,
+    /// from 3) and again with plan round trips at 2 partitions, asserts identical outputs, and
+    /// returns the first outcome.
     pub async fn run(&self, request: Value) -> Result<Outcome, KallaError> {
-        let first = self.run_once(request.clone(), false, 3).await?;
+        let first = self.run_scaled(request.clone(), false, 3, Some(2)).await?;
         let mut again = request;
         again["run_id"] = json!(uuid::Uuid::new_v4().to_string());
         again["output_path"] = json!(format!("{}-roundtrip", again["output_path"].as_str().unwrap()));

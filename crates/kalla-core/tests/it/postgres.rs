@@ -29,10 +29,13 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
         }
         // With `roundtrip`, every plan is encoded with Kalla's codec and decoded before it runs,
         // as an executor would receive it.
-        for (variant, partitions, roundtrip) in [
-            ("first in postgres", 1, false),
-            ("both in postgres, shipped", 3, true),
-            ("both, 7 partitions, shipped", 7, true),
+        // With `rows_per_partition`, the run raises its partitions for its input (its scans stay
+        // at the partitions it started with).
+        for (variant, partitions, roundtrip, rows_per_partition) in [
+            ("first in postgres", 1, false, None),
+            ("both in postgres, shipped", 3, true, None),
+            ("both, 7 partitions, shipped", 7, true, None),
+            ("both, partitions scaled from 2", 2, false, Some(1)),
         ] {
             let mut sources = s["sources"].clone();
             sources[0] = pg_sources[0].clone();
@@ -41,9 +44,14 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
             }
             let mut request = job(sql, sources);
             request["output_path"] = json!(format!("pg-{n}-{partitions}"));
-            let o =
-                f.run_once(request, roundtrip, partitions).await.unwrap_or_else(|e| panic!("{name}, {variant}: {e}"));
+            let o = f
+                .run_scaled(request, roundtrip, partitions, rows_per_partition)
+                .await
+                .unwrap_or_else(|e| panic!("{name}, {variant}: {e}"));
             assert_eq!(o.counts, from_files.counts, "{name}, {variant}");
+            if rows_per_partition.is_some() {
+                assert!(o.partitions > partitions, "{name}: {variant} ran with {} partitions", o.partitions);
+            }
             for file in ["matched.parquet", "unmatched_invoices.parquet", "unmatched_payments.parquet"] {
                 let (a, b) = (from_files.dir.join(file), o.dir.join(file));
                 if a.exists() || b.exists() {
