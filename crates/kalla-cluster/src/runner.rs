@@ -464,3 +464,36 @@ mod tests {
         assert!(e.to_string().contains("no result for partition 1"), "{e}");
     }
 }
+
+/// Ballista's own planning settings for a job's session (Ballista's distributed planner reads
+/// them from the session each plan is submitted with): a hash join is broadcast only when its
+/// smaller side is estimated under [`kalla_core::session::CLUSTER_BROADCAST_BYTES`], the same
+/// limit DataFusion's join selection uses in cluster mode.
+pub fn apply_ballista_settings(ctx: &SessionContext) -> Result<(), DataFusionError> {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let options = state.config_mut().options_mut();
+    if options.extensions.get::<ballista_core::config::BallistaConfig>().is_none() {
+        options.extensions.insert(ballista_core::config::BallistaConfig::default());
+    }
+    options.set(
+        ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES,
+        &kalla_core::session::CLUSTER_BROADCAST_BYTES.to_string(),
+    )
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_jobs_broadcast_only_join_sides_under_kallas_limit() {
+        let ctx = kalla_core::session::new_session(2, None).unwrap();
+        kalla_core::session::apply_cluster_settings(&ctx, 2);
+        apply_ballista_settings(&ctx).unwrap();
+        let state = ctx.state();
+        let ballista = state.config().options().extensions.get::<ballista_core::config::BallistaConfig>().unwrap();
+        assert_eq!(ballista.broadcast_join_threshold_bytes(), 32 * 1024 * 1024);
+        assert_eq!(state.config().options().optimizer.hash_join_single_partition_threshold, 32 * 1024 * 1024);
+    }
+}

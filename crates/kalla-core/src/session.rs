@@ -36,10 +36,17 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     config
 }
 
+/// Cluster jobs broadcast a hash join's smaller side only under this estimated size. Measured
+/// (docs/benchmarks.md, "Cluster"): Ballista's default, 128 MiB, broadcast the 2M × 1.9M match's
+/// whole invoices side to every task (each building the full hash table), which was slower than
+/// shuffling both sides; the anti joins' key columns stay well under it and are broadcast.
+pub const CLUSTER_BROADCAST_BYTES: usize = 32 * 1024 * 1024;
+
 /// Settings a plan needs before it is planned for Ballista (the ones Ballista's own client
 /// applies): no round-robin repartitioning (a task runs a slice of a stage), no dynamic filters
 /// (their producer and consumer may land in different stages), scalar subqueries as joins, and
-/// hash joins broadcast only under Ballista's thresholds (128 MiB / 1M rows).
+/// hash joins broadcast only under [`CLUSTER_BROADCAST_BYTES`] / 1M rows (Ballista's own limit is
+/// set to the same by `kalla_cluster::runner::apply_ballista_settings`).
 /// `target_partitions` is the cluster's task slots unless `--partitions` fixed it.
 pub fn apply_cluster_settings(ctx: &SessionContext, target_partitions: usize) {
     let state = ctx.state_ref();
@@ -53,7 +60,7 @@ pub fn apply_cluster_settings(ctx: &SessionContext, target_partitions: usize) {
     options.optimizer.enable_topk_dynamic_filter_pushdown = false;
     options.optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     options.optimizer.enable_physical_uncorrelated_scalar_subquery = false;
-    options.optimizer.hash_join_single_partition_threshold = 128 * 1024 * 1024;
+    options.optimizer.hash_join_single_partition_threshold = CLUSTER_BROADCAST_BYTES;
     options.optimizer.hash_join_single_partition_threshold_rows = 1_000_000;
 }
 
