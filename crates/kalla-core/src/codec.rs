@@ -16,6 +16,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::prelude::SessionContext;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
@@ -374,9 +375,12 @@ pub fn roundtrip_logical_plan(
     datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(&bytes, &remote.task_ctx(), &codec)
 }
 
-/// Refuses plans that `datafusion-proto` would ship wrongly. DataFusion 55's CSV scan message has
-/// no compression field, so a gzip CSV scan would be decoded as plain text on the other side;
-/// such a plan is not distributable (it runs locally).
+/// Refuses plans that cannot be shipped to executors (they run locally in mode `auto`):
+/// - `datafusion-proto` would ship them wrongly: DataFusion 55's CSV scan message has no
+///   compression field, so a gzip CSV scan would be decoded as plain text on the other side;
+/// - a null-aware anti join (`NOT IN (subquery)` over nullable values): its NULL handling is
+///   shared only within one process, so Ballista runs it as one task and refuses it when its
+///   build side may exceed the broadcast limit; in the scheduler's process it runs whole.
 pub fn check_distributable(plan: &Arc<dyn ExecutionPlan>) -> std::result::Result<(), KallaError> {
     let mut problem: Option<String> = None;
     let _ = plan.apply(|node| {
@@ -385,6 +389,16 @@ pub fn check_distributable(plan: &Arc<dyn ExecutionPlan>) -> std::result::Result
             && scan.file_compression_type.is_compressed()
         {
             problem = Some("a compressed CSV scan cannot be shipped to executors (DataFusion 55's plan encoding drops the compression)".into());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        if let Some(join) = node.downcast_ref::<HashJoinExec>()
+            && join.null_aware
+        {
+            problem = Some(
+                "NOT IN (subquery) over nullable values needs a null-aware anti join, which must run in one process \
+                 and cannot be shipped to executors"
+                    .into(),
+            );
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)

@@ -72,6 +72,12 @@ impl Fixture {
         self.run_scaled(request, roundtrip, partitions, None).await
     }
 
+    /// Plans `request` without running it.
+    pub async fn plan(&self, request: Value, partitions: usize) -> Result<kalla_core::PlannedJob, KallaError> {
+        let job = JobRequest::from_value(request)?.validate()?;
+        plan_job(new_session(partitions, None).unwrap(), job, self.config(false)).await
+    }
+
     /// Plans and runs `request` once; with `rows_per_partition`, the run raises its partitions
     /// from `partitions` for its largest source as `kallad` does without `--partitions`.
     pub async fn run_scaled(

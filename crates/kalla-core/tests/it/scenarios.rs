@@ -526,3 +526,22 @@ async fn every_shared_scenario_gives_its_expected_counts() {
         assert_eq!(o.counts.unmatched, unmatched, "{name}: unmatched");
     }
 }
+
+#[tokio::test]
+async fn not_in_over_nullable_values_runs_whole_here_and_is_refused_for_executors() {
+    let f = Fixture::new();
+    f.file("invoices.csv", "invoice_id,ref\nI1,A\nI2,B\nI3,\n");
+    f.file("payments.csv", "payment_id,ref\nP1,A\nP2,C\n");
+    let mut sources = csv_sources(&["invoice_id"], &["payment_id"]);
+    sources[1].as_object_mut().unwrap().remove("primary_key");
+    let sql = "SELECT i.invoice_id FROM invoices i WHERE i.ref NOT IN (SELECT ref FROM payments)";
+    // SQL's NOT IN: I3's NULL ref is not "not in" the list, so only I2 is selected.
+    let o = f.run_once(job(sql, sources.clone()), false, 2).await.unwrap();
+    assert_eq!(o.counts.matched, 1);
+    assert_eq!(keys(&o.dir.join("matched.parquet"), "invoice_id"), set(&["I2"]));
+    assert_eq!(keys(&o.dir.join("unmatched_invoices.parquet"), "invoice_id"), set(&["I1", "I3"]));
+    // Its null-aware anti join must run in one process: not shipped to executors.
+    let e = f.plan(job(sql, sources), 2).await.unwrap().distributable().await.unwrap_err();
+    assert_eq!(e.code, kalla_recipe::ErrorCode::NotDistributable, "{e:?}");
+    assert!(e.message.contains("NOT IN"), "{}", e.message);
+}
