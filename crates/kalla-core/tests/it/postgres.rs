@@ -66,3 +66,48 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
         }
     }
 }
+
+/// The partitions of `plan`'s Postgres scans and of its hash joins.
+fn scan_and_join_partitions(
+    plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+) -> (Vec<usize>, Vec<usize>) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let (mut scans, mut joins) = (Vec::new(), Vec::new());
+    plan.apply(|node| {
+        let partitions = node.properties().output_partitioning().partition_count();
+        if node.name() == "DataSourceExec" {
+            scans.push(partitions);
+        } else if node.name() == "HashJoinExec" {
+            joins.push(partitions);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    (scans, joins)
+}
+
+async fn match_plan(planned: &kalla_core::PlannedJob) -> std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan> {
+    let frame = datafusion::prelude::DataFrame::new(planned.ctx.state(), planned.match_plan.clone());
+    frame.create_physical_plan().await.unwrap()
+}
+
+#[tokio::test]
+async fn scaled_partitions_reach_the_joins_while_postgres_scans_keep_their_ranges() {
+    let pg = server();
+    let db = pg.database("scaled");
+    let rows: String = (0..5000).map(|i| format!("{i},R{i}\n")).collect();
+    for table in ["left_rows", "right_rows"] {
+        pg.load_csv(&db, table, &format!("id,ref\n{rows}"), &json!({"id": "bigint", "ref": "text"}));
+    }
+    let f = Fixture::new();
+    let sources = json!([
+        {"alias": "l", "uri": pg.uri(&db, "left_rows"), "primary_key": ["id"]},
+        {"alias": "r", "uri": pg.uri(&db, "right_rows"), "primary_key": ["id"]}
+    ]);
+    let planned = f.plan(job("SELECT l.id, r.id AS rid FROM l JOIN r ON l.ref = r.ref", sources), 3).await.unwrap();
+    let (scans, joins) = scan_and_join_partitions(&match_plan(&planned).await);
+    assert_eq!((scans, joins), (vec![3, 3], vec![3]), "before scaling");
+    assert_eq!(kalla_core::session::scale_partitions(&planned.ctx, Some(5000), 500), 10);
+    let (scans, joins) = scan_and_join_partitions(&match_plan(&planned).await);
+    assert_eq!((scans, joins), (vec![3, 3], vec![10]), "after scaling");
+}
