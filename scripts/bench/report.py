@@ -109,13 +109,16 @@ def render(doc, pg_version):
         out.append("")
 
     out += ["### Every cell", "",
-            "| group | shape | rows (invoices × payments) | source | mode | seconds (runs) | median | input rows/s | peak RSS (MiB) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| group | shape | rows (invoices × payments) | source | mode | seconds (runs) | median | input rows/s "
+            "| peak RSS (MiB) | peer, median (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res:
         runs = ", ".join(fmt(s) for s in r["seconds"]) or r["outcome"]
         rate = f"{r['rows_per_second']:,}" if r["rows_per_second"] else "–"
+        peer = (f"DuckDB {fmt(med(r['duckdb_seconds']))}" if r.get("duckdb_seconds")
+                else f"raw COPY {fmt(med(r['raw_copy_seconds']))}" if r.get("raw_copy_seconds") else "–")
         out.append(f"| {r['group']} | {r['shape']} | {rows_label(r)} | {r['source']} | {r['mode']} | {runs} | "
-                   f"{fmt(r['median'])} | {rate} | {rss(r)} |")
+                   f"{fmt(r['median'])} | {rate} | {rss(r)} | {peer} |")
     out += ["", "Peers: " + "; ".join(
         f"{r['shape']} {rows_label(r)} {r['source']}: "
         + (f"DuckDB {', '.join(fmt(s) for s in r['duckdb_seconds'])} s" if "duckdb_seconds" in r else "")

@@ -6,9 +6,10 @@ kallad processes (`kallad scheduler --mode local`, or `--mode cluster` plus N `k
 submits the job through the HTTP API with a callback URL served by this script, and times it from
 the POST to the `complete` callback. Every run's counts (status and callback) must equal the
 truth or the suite stops. Peak RSS is each process's VmHWM, read from /proc when its cell is done
-(fresh processes per cell, so it is that cell's peak). Peers in the same run: DuckDB 2.0 doing
-the same work (match, two anti joins, three Parquet writes) on the Parquet files, and for
-Postgres a raw `COPY … TO STDOUT (FORMAT binary)` of both tables into /dev/null.
+(fresh processes per cell, so it is that cell's peak). Peers in the same run, for every local
+file or Postgres cell of the goals, shapes and growth: DuckDB 2.0 doing the same work (match, two
+anti joins, three Parquet writes) on the same Parquet or CSV files, and for Postgres a raw
+`COPY … TO STDOUT (FORMAT binary)` of both tables into /dev/null.
 
 Writes WORK/results.json and prints Markdown; scripts/bench.sh puts both into docs/.
 Environment: BENCH_PLAN (quick|full, default full), BENCH_RUNS (default 3), BENCH_EXECUTORS (2),
@@ -266,10 +267,11 @@ def raw_copy_seconds(tables):
     return time.perf_counter() - start
 
 
-def duckdb_seconds(d, truth, out_dir):
-    """DuckDB doing the job's work on the Parquet files: the match into matched.parquet, each
-    source's unmatched rows (keys in no matched row) into its own file. Returns (seconds, counts).
-    The shape's DuckDB query and key expressions are truth_duckdb's."""
+def duckdb_seconds(d, truth, out_dir, kind="parquet"):
+    """DuckDB doing the job's work on the Parquet (or CSV) files: the match into matched.parquet,
+    each source's unmatched rows (keys in no matched row) into its own file. Returns (seconds,
+    counts). The shape's DuckDB query and key expressions are truth_duckdb's; CSV columns get the
+    types the job's `schema` gives them (so amounts are decimals, as for kallad)."""
     o = os.path.join(out_dir, "duckdb")
     shutil.rmtree(o, ignore_errors=True)
     os.makedirs(o)
@@ -277,8 +279,15 @@ def duckdb_seconds(d, truth, out_dir):
     start = time.perf_counter()
     con = duckdb.connect()
     con.execute(f"SET threads = {THREADS}")
-    con.execute(f"CREATE VIEW invoices AS SELECT * FROM '{d}/invoices.parquet'")
-    con.execute(f"CREATE VIEW payments AS SELECT * FROM '{d}/payments.parquet'")
+    if kind == "csv":
+        with open(os.path.join(d, "job-csv.json")) as f:
+            for src in json.load(f)["sources"]:
+                types = ", ".join(f"'{c}': '{t.upper()}'" for c, t in src.get("schema", {}).items())
+                con.execute(f"CREATE VIEW {src['alias']} AS SELECT * FROM read_csv('{d}/{src['uri']}', "
+                            f"header = true, types = {{{types}}})")
+    else:
+        con.execute(f"CREATE VIEW invoices AS SELECT * FROM '{d}/invoices.parquet'")
+        con.execute(f"CREATE VIEW payments AS SELECT * FROM '{d}/payments.parquet'")
     con.execute(f"COPY ({sql}) TO '{o}/matched.parquet' (FORMAT parquet)")
     counts = {"matched": con.execute(f"SELECT count(*) FROM '{o}/matched.parquet'").fetchone()[0]}
     for source, key, traced in (("invoices", "invoice_id", invoice_keys), ("payments", "payment_id", payment_keys)):
@@ -360,13 +369,13 @@ def main():
                "median": statistics.median(seconds) if seconds else None, "peak_rss_mib": peaks}
         total = truth["rows"]["invoices"] + truth["rows"]["payments"]
         row["rows_per_second"] = round(total / row["median"]) if row["median"] else None
-        if source == "parquet" and group in ("goal", "growth") and mode == "local":
-            peer = [duckdb_seconds(d, truth, out_dir) for _ in range(runs)]
+        if source in ("parquet", "csv") and group in ("goal", "growth", "shapes") and mode == "local":
+            peer = [duckdb_seconds(d, truth, out_dir, source) for _ in range(runs)]
             for _, c in peer:
                 if (c["matched"], c["invoices"], c["payments"]) != want:
                     sys.exit(f"{name}: DuckDB counts {c} differ from the truth {want}")
             row["duckdb_seconds"] = [round(s, 3) for s, _ in peer]
-        if source == "postgres" and group in ("goal", "growth") and mode == "local":
+        if source == "postgres" and group in ("goal", "growth", "shapes") and mode == "local":
             row["raw_copy_seconds"] = [round(raw_copy_seconds(tables), 3) for _ in range(runs)]
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
