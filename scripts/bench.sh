@@ -26,8 +26,7 @@ export BENCH_PLAN="$plan"
 python3 scripts/bench/suite.py "$CARGO_TARGET_DIR/release/kallad" "$CARGO_TARGET_DIR/release/kalla-datagen" "$work"
 pg_version=""
 [ -n "$BENCH_PG" ] && pg_version="$("$PGBIN/postgres" --version | awk '{print $3}')"
-if [ "$plan" = full ]; then
-  python3 scripts/bench/report.py "$work/results.json" "$pg_version" docs/benchmarks.json docs/benchmarks.md
-else
-  python3 scripts/bench/report.py "$work/results.json" "$pg_version" "$work/benchmarks.json" "$work/benchmarks.md"
-fi
+# A full run rewrites the committed results; a quick run writes beside its data only.
+report_dir=docs
+[ "$plan" = full ] || report_dir="$work"
+python3 scripts/bench/report.py "$work/results.json" "$pg_version" "$report_dir/benchmarks.json" "$report_dir/benchmarks.md"
