@@ -465,11 +465,13 @@ mod tests {
     }
 }
 
-/// Ballista's own planning settings for a job's session (Ballista's distributed planner reads
-/// them from the session each plan is submitted with): a hash join is broadcast only when its
-/// smaller side is estimated under [`kalla_core::session::CLUSTER_BROADCAST_BYTES`], the same
-/// limit DataFusion's join selection uses in cluster mode.
-pub fn apply_ballista_settings(ctx: &SessionContext) -> Result<(), DataFusionError> {
+/// Prepares a job's session for planning for the cluster: DataFusion's settings
+/// ([`kalla_core::session::apply_cluster_settings`], `target_partitions` included), then
+/// Ballista's own, which its distributed planner reads from the session each plan is submitted
+/// with: a hash join is broadcast only when its smaller side is estimated under
+/// [`kalla_core::session::CLUSTER_BROADCAST_BYTES`], the limit DataFusion's join selection uses too.
+pub fn apply_cluster_session_settings(ctx: &SessionContext, target_partitions: usize) -> Result<(), DataFusionError> {
+    kalla_core::session::apply_cluster_settings(ctx, target_partitions);
     let state = ctx.state_ref();
     let mut state = state.write();
     let options = state.config_mut().options_mut();
@@ -489,8 +491,7 @@ mod settings_tests {
     #[test]
     fn cluster_jobs_broadcast_only_join_sides_under_kallas_limit() {
         let ctx = kalla_core::session::new_session(2, None).unwrap();
-        kalla_core::session::apply_cluster_settings(&ctx, 2);
-        apply_ballista_settings(&ctx).unwrap();
+        apply_cluster_session_settings(&ctx, 2).unwrap();
         let state = ctx.state();
         let ballista = state.config().options().extensions.get::<ballista_core::config::BallistaConfig>().unwrap();
         assert_eq!(ballista.broadcast_join_threshold_bytes(), 32 * 1024 * 1024);

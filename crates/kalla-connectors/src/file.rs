@@ -443,7 +443,8 @@ impl<R: Read> Read for CountingReader<R> {
 /// The rows a CSV source holds, estimated without reading it: the first MiB of the first file
 /// (decompressed) gives lines per stored byte, which is scaled to the stored size of all files.
 /// Exact for a single file smaller than the sample (quoted line breaks aside). Used for progress,
-/// which never claims 1.0 before the job is done, and to size a local job's partitions. `None` when the sample cannot be read.
+/// which never claims 1.0 before the job is done, and to size a local job's partitions. `None`
+/// when the sample cannot be read.
 fn estimate_csv_rows(files: &[FileEntry], kind: Kind, has_header: bool) -> Option<u64> {
     let first = files.first()?;
     let count = std::rc::Rc::new(std::cell::Cell::new(0u64));

@@ -46,7 +46,7 @@ pub const CLUSTER_BROADCAST_BYTES: usize = 32 * 1024 * 1024;
 /// applies): no round-robin repartitioning (a task runs a slice of a stage), no dynamic filters
 /// (their producer and consumer may land in different stages), scalar subqueries as joins, and
 /// hash joins broadcast only under [`CLUSTER_BROADCAST_BYTES`] / 1M rows (Ballista's own limit is
-/// set to the same by `kalla_cluster::runner::apply_ballista_settings`).
+/// set to the same by `kalla_cluster::runner::apply_cluster_session_settings`, which calls this).
 /// `target_partitions` is the cluster's task slots unless `--partitions` fixed it.
 pub fn apply_cluster_settings(ctx: &SessionContext, target_partitions: usize) {
     let state = ctx.state_ref();

@@ -410,8 +410,7 @@ impl JobManager {
             }
         }
         let slots: usize = executors.iter().map(|e| e.slots as usize).sum();
-        kalla_core::session::apply_cluster_settings(&planned.ctx, cluster.partitions.unwrap_or(slots.max(1)));
-        kalla_cluster::runner::apply_ballista_settings(&planned.ctx)
+        kalla_cluster::runner::apply_cluster_session_settings(&planned.ctx, cluster.partitions.unwrap_or(slots.max(1)))
             .map_err(|e| KallaError::new(ErrorCode::Internal, format!("cluster settings: {e}")))?;
         let runner = Arc::new(ClusterRunner::new(
             Arc::clone(&cluster.scheduler),
