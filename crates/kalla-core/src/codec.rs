@@ -4,12 +4,13 @@
 //! `KallaPhysicalNode` envelope. Logical: the UDFs and the Postgres table provider (`PgTable`)
 //! inside `KallaLogicalNode`. Both are the prost messages of `proto/kalla.proto`.
 
+use crate::parts::ParquetPartsExec;
 use crate::session::kalla_udfs;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, Result, not_impl_err};
+use datafusion::common::{DataFusionError, Result, internal_err, not_impl_err};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
@@ -225,7 +226,7 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
     fn try_decode(
         &self,
         buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
+        inputs: &[Arc<dyn ExecutionPlan>],
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -233,6 +234,10 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
             .map_err(|e| DataFusionError::Internal(format!("not a Kalla plan node: {e}")))?;
         match envelope.node {
             Some(proto::kalla_physical_node::Node::PgScan(node)) => pg_scan::decode(node),
+            Some(proto::kalla_physical_node::Node::ParquetParts(node)) => match inputs {
+                [input] => Ok(Arc::new(ParquetPartsExec::new(Arc::clone(input), node.dir.into()))),
+                _ => internal_err!("a ParquetPartsExec with {} inputs", inputs.len()),
+            },
             None => not_impl_err!("an empty Kalla plan node"),
         }
     }
@@ -253,6 +258,18 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
             return envelope
                 .encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("encoding a Postgres scan: {e}")));
+        }
+        if let Some(parts) = node.downcast_ref::<ParquetPartsExec>() {
+            let dir = parts
+                .dir()
+                .to_str()
+                .ok_or_else(|| DataFusionError::Internal(format!("parts directory {:?} is not UTF-8", parts.dir())))?;
+            let envelope = proto::KallaPhysicalNode {
+                node: Some(proto::kalla_physical_node::Node::ParquetParts(proto::ParquetPartsNode { dir: dir.into() })),
+            };
+            return envelope
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("encoding a ParquetPartsExec: {e}")));
         }
         not_impl_err!("Kalla cannot encode plan node {}", node.name())
     }
@@ -524,5 +541,23 @@ mod tests {
         }
         let e = codec.try_decode_udf("no_such_function", &[]).expect_err("unknown");
         assert!(matches!(e, DataFusionError::NotImplemented(_)), "{e}");
+    }
+
+    #[test]
+    fn a_parts_writer_travels_with_its_directory_and_its_input() {
+        let schema =
+            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+                "id",
+                datafusion::arrow::datatypes::DataType::Utf8,
+                false,
+            )]));
+        let input = Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema).with_partitions(3));
+        let dir = std::path::PathBuf::from("/out/2026/run.tmp-1/.parts-matched.parquet");
+        let plan = Arc::new(ParquetPartsExec::new(input, dir.clone()));
+        let decoded = roundtrip_physical_plan(plan, &SessionContext::new().task_ctx()).unwrap();
+        let parts = decoded.downcast_ref::<ParquetPartsExec>().unwrap();
+        assert_eq!(parts.dir(), dir);
+        let input = &parts.children()[0];
+        assert_eq!((input.name(), input.properties().partitioning.partition_count()), ("EmptyExec", 3));
     }
 }

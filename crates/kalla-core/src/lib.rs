@@ -20,6 +20,7 @@ pub mod fault;
 pub mod lineage;
 pub mod memory;
 pub mod output;
+pub mod parts;
 pub mod plan;
 pub mod progress;
 pub mod remote;

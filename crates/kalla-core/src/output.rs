@@ -159,7 +159,7 @@ impl Drop for TmpDir {
 }
 
 /// Writer settings for every Parquet output.
-fn writer_properties() -> WriterProperties {
+pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::SNAPPY).build()
 }
 

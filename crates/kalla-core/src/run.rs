@@ -143,19 +143,31 @@ impl PlannedJob {
             Some(runner) if !self.reads.reads_only_outputs(&plan) => {
                 runner.execute(label.to_string(), plan, self.ctx.clone()).await
             }
-            _ => {
-                let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
-                Ok(if tracing::enabled!(tracing::Level::DEBUG) {
-                    log_metrics_at_end(label, plan, stream)
-                } else {
-                    stream
-                })
-            }
+            _ => self.execute_here(label, plan),
         }
     }
 
+    /// Runs `plan` in this process.
+    fn execute_here(
+        &self,
+        label: &str,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<SendableRecordBatchStream, DataFusionError> {
+        let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
+        Ok(if tracing::enabled!(tracing::Level::DEBUG) { log_metrics_at_end(label, plan, stream) } else { stream })
+    }
+
+    /// Runs `frame` into the one Parquet file `path`; returns its rows. On the cluster each
+    /// partition writes its own part where it runs and the parts are joined here
+    /// ([`crate::parts`]), so the rows never travel to this process.
     async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
-        write_stream(self.execute(label, frame).await?, path).await
+        let plan = self.physical(frame).await?;
+        match &self.runner {
+            Some(runner) if !self.reads.reads_only_outputs(&plan) => {
+                crate::parts::write_parts(runner.as_ref(), label, plan, self.ctx.clone(), path).await
+            }
+            _ => write_stream(self.execute_here(label, plan)?, path).await,
+        }
     }
 
     async fn collect_i64s(&self, label: &str, frame: DataFrame) -> Result<Vec<i64>, DataFusionError> {

@@ -1,0 +1,403 @@
+//! Outputs written where their rows are made (cluster mode).
+//!
+//! A plan shipped to the executors would otherwise send every output row back to the scheduler
+//! (Arrow IPC shuffle files, Flight, decoding) to be encoded into Parquet there by one thread.
+//! Instead [`ParquetPartsExec`] sits on top of the plan: each partition, on the executor that runs
+//! it, writes its rows into its own Parquet part in a directory of the run's temporary output
+//! directory (which every executor sees at the same path, like `--data-dir`) and returns one row
+//! naming the part and its row count. [`write_parts`] then takes exactly one part per partition —
+//! the one the successful attempt reported — and [`concat_parts`] joins them into the one output
+//! file by copying their column chunks, without decoding them.
+
+use crate::output::{write_stream, writer_properties};
+use crate::remote::PlanRunner;
+use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::parquet::column::writer::ColumnCloseResult;
+use datafusion::parquet::file::metadata::{KeyValue, PageIndexPolicy, ParquetMetaDataReader};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::writer::SerializedFileWriter;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
+};
+use datafusion::prelude::SessionContext;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The schema of what [`ParquetPartsExec`] returns: one row per partition.
+fn report_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("partition", DataType::UInt32, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, false),
+    ]))
+}
+
+/// Writes each partition of its input into its own Parquet file in `dir` and returns, per
+/// partition, one row `(partition, path, rows)`. A retried partition writes a new file (the
+/// name carries a fresh UUID), so the file an attempt reports is always complete and its own.
+#[derive(Debug, Clone)]
+pub struct ParquetPartsExec {
+    input: Arc<dyn ExecutionPlan>,
+    dir: PathBuf,
+    properties: Arc<PlanProperties>,
+}
+
+impl ParquetPartsExec {
+    /// Parts of `input` into `dir`, which must exist (the scheduler creates it).
+    pub fn new(input: Arc<dyn ExecutionPlan>, dir: PathBuf) -> Self {
+        let partitions = input.output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(report_schema()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        ParquetPartsExec { input, dir, properties }
+    }
+
+    /// The directory the parts go to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl DisplayAs for ParquetPartsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ParquetPartsExec: dir={}", self.dir.display())
+    }
+}
+
+impl ExecutionPlan for ParquetPartsExec {
+    fn name(&self) -> &str {
+        "ParquetPartsExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(format!("ParquetPartsExec takes one input, got {}", children.len())));
+        }
+        let input = children.swap_remove(0);
+        Ok(match options.children_properties {
+            ChildrenPropertiesMode::Keep => Arc::new(ParquetPartsExec { input, ..ParquetPartsExec::clone(&self) }),
+            ChildrenPropertiesMode::Recompute => Arc::new(ParquetPartsExec::new(input, self.dir.clone())),
+        })
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let path = self.dir.join(format!("part-{partition:05}-{}.parquet", Uuid::new_v4()));
+        let schema = report_schema();
+        let reported = Arc::clone(&schema);
+        let written = async move {
+            let rows = write_stream(input, &path).await?;
+            let index = u32::try_from(partition)
+                .map_err(|_| DataFusionError::Internal(format!("partition {partition} is out of range")))?;
+            Ok(RecordBatch::try_new(
+                reported,
+                vec![
+                    Arc::new(UInt32Array::from(vec![index])),
+                    Arc::new(StringArray::from(vec![path.to_string_lossy().to_string()])),
+                    Arc::new(UInt64Array::from(vec![rows])),
+                ],
+            )?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(written))))
+    }
+}
+
+/// Runs `plan` on `runner` with its output written as parts beside `path`, then joins the parts
+/// into the one file `path`; returns the row count. Every partition must report exactly one part,
+/// inside the parts directory, and the joined file must hold the rows the parts reported.
+pub async fn write_parts(
+    runner: &dyn PlanRunner,
+    label: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: SessionContext,
+    path: &Path,
+) -> Result<u64> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let dir = path.with_file_name(format!(".parts-{name}"));
+    std::fs::create_dir(&dir)?;
+    let partitions = plan.output_partitioning().partition_count();
+    let schema = plan.schema();
+    let parts_plan = Arc::new(ParquetPartsExec::new(plan, dir.clone()));
+    let stream = runner.execute(label.to_string(), parts_plan, ctx).await?;
+    let batches = datafusion::physical_plan::common::collect(stream).await?;
+    let parts = reported_parts(&batches, partitions, &dir, label)?;
+    let expected: u64 = parts.iter().map(|(_, rows)| rows).sum();
+    let files: Vec<PathBuf> = parts.into_iter().map(|(p, _)| p).collect();
+    let out = path.to_path_buf();
+    let rows = if files.is_empty() {
+        let empty = datafusion::physical_plan::EmptyRecordBatchStream::new(schema);
+        write_stream(Box::pin(empty), &out).await?
+    } else {
+        tokio::task::spawn_blocking(move || concat_parts(&files, &out))
+            .await
+            .map_err(|e| DataFusionError::Internal(format!("joining the parts of {name}: {e}")))??
+    };
+    if rows != expected {
+        return Err(DataFusionError::Internal(format!(
+            "{label}: the parts reported {expected} rows but {name} holds {rows}"
+        )));
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(rows)
+}
+
+/// One `(path, rows)` per partition, in partition order, from what [`ParquetPartsExec`] reported.
+fn reported_parts(batches: &[RecordBatch], partitions: usize, dir: &Path, label: &str) -> Result<Vec<(PathBuf, u64)>> {
+    let mut parts: Vec<Option<(PathBuf, u64)>> = vec![None; partitions];
+    let column = |b: &RecordBatch, i: usize| -> Result<Arc<dyn Array>> {
+        if b.num_columns() != 3 {
+            return Err(DataFusionError::Internal(format!("{label}: a part report has {} columns", b.num_columns())));
+        }
+        Ok(Arc::clone(b.column(i)))
+    };
+    for b in batches {
+        let (index, path, rows) = (column(b, 0)?, column(b, 1)?, column(b, 2)?);
+        let (Some(index), Some(path), Some(rows)) = (
+            index.as_any().downcast_ref::<UInt32Array>(),
+            path.as_any().downcast_ref::<StringArray>(),
+            rows.as_any().downcast_ref::<UInt64Array>(),
+        ) else {
+            return Err(DataFusionError::Internal(format!("{label}: a part report has unexpected types")));
+        };
+        for r in 0..b.num_rows() {
+            let p = index.value(r) as usize;
+            let file = PathBuf::from(path.value(r));
+            if file.parent() != Some(dir) {
+                return Err(DataFusionError::Internal(format!(
+                    "{label}: partition {p} reported a part outside {dir:?}"
+                )));
+            }
+            match parts.get_mut(p) {
+                Some(slot @ None) => *slot = Some((file, rows.value(r))),
+                Some(Some(_)) => {
+                    return Err(DataFusionError::Internal(format!("{label}: partition {p} reported two parts")));
+                }
+                None => {
+                    return Err(DataFusionError::Internal(format!(
+                        "{label}: partition {p} reported a part, the plan has {partitions}"
+                    )));
+                }
+            }
+        }
+    }
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(p, part)| part.ok_or_else(|| DataFusionError::Internal(format!("{label}: no part for partition {p}"))))
+        .collect()
+}
+
+/// Joins Parquet files of one schema into `out` (synced) by copying their row groups' column
+/// chunks as they are, in the order given; returns the rows of `out`. The Arrow schema the parts
+/// carry (`ARROW:schema`) and the output's writer settings go with them.
+pub fn concat_parts(parts: &[PathBuf], out: &Path) -> Result<u64> {
+    let mut inputs = Vec::with_capacity(parts.len());
+    for part in parts {
+        let file = std::fs::File::open(part)?;
+        let metadata =
+            ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional).parse_and_finish(&file)?;
+        inputs.push((file, metadata));
+    }
+    let Some((_, first)) = inputs.first() else {
+        return Err(DataFusionError::Internal("no parts to join".into()));
+    };
+    let schema = first.file_metadata().schema_descr().root_schema_ptr();
+    for ((_, metadata), part) in inputs.iter().zip(parts) {
+        if metadata.file_metadata().schema_descr().root_schema_ptr() != schema {
+            return Err(DataFusionError::Internal(format!("part {part:?} has another schema than the first")));
+        }
+    }
+    let key_values: Option<Vec<KeyValue>> = first.file_metadata().key_value_metadata().cloned();
+    let props: WriterProperties = writer_properties().into_builder().set_key_value_metadata(key_values).build();
+    let file = std::fs::File::create(out)?;
+    let mut writer = SerializedFileWriter::new(file, schema, Arc::new(props))?;
+    let mut rows = 0u64;
+    for (input, metadata) in &inputs {
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            let column_index = metadata.column_index().and_then(|c| c.get(g));
+            let offset_index = metadata.offset_index().and_then(|o| o.get(g));
+            let mut group_out = writer.next_row_group()?;
+            for (c, column) in group.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as _,
+                    rows_written: group.num_rows() as _,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: column_index.and_then(|r| r.get(c)).cloned(),
+                    offset_index: offset_index.and_then(|r| r.get(c)).cloned(),
+                };
+                group_out.append_column(input, close)?;
+            }
+            group_out.close()?;
+            rows += group.num_rows() as u64;
+        }
+    }
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::RecordBatchReader;
+    use datafusion::arrow::array::{Decimal128Array, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use futures::future::BoxFuture;
+
+    /// Runs plans in this process: what an executor does with each partition, minus the trip.
+    #[derive(Debug)]
+    struct InProcess;
+
+    impl PlanRunner for InProcess {
+        fn execute(
+            &self,
+            _label: String,
+            plan: Arc<dyn ExecutionPlan>,
+            ctx: SessionContext,
+        ) -> BoxFuture<'static, Result<SendableRecordBatchStream>> {
+            Box::pin(async move { datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()) })
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        ]))
+    }
+
+    fn batch(from: i64, n: i64) -> RecordBatch {
+        let ids: Vec<String> = (from..from + n).map(|i| format!("inv-{i}")).collect();
+        let amounts = Decimal128Array::from((from..from + n).map(|i| Some(i128::from(i) * 101)).collect::<Vec<_>>())
+            .with_precision_and_scale(12, 2)
+            .unwrap();
+        let at =
+            TimestampMicrosecondArray::from((from..from + n).map(|i| (i % 3 != 0).then_some(i)).collect::<Vec<_>>())
+                .with_timezone("UTC");
+        RecordBatch::try_new(schema(), vec![Arc::new(StringArray::from(ids)), Arc::new(amounts), Arc::new(at)]).unwrap()
+    }
+
+    fn read(path: &Path) -> (SchemaRef, Vec<RecordBatch>) {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap().build().unwrap();
+        let schema = reader.schema();
+        (schema, reader.collect::<std::result::Result<Vec<_>, _>>().unwrap())
+    }
+
+    #[tokio::test]
+    async fn parts_joined_into_one_file_hold_every_row_once_in_partition_order_with_the_arrow_types() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three partitions, the middle one empty, the last of several batches.
+        let partitions = vec![vec![batch(0, 5)], vec![], vec![batch(5, 3), batch(8, 4)]];
+        let plan = MemorySourceConfig::try_new_exec(&partitions, schema(), None).unwrap();
+        let ctx = SessionContext::new();
+        let path = dir.path().join("matched.parquet");
+        let rows = write_parts(&InProcess, "matching", plan, ctx, &path).await.unwrap();
+        assert_eq!(rows, 12);
+        let (read_schema, batches) = read(&path);
+        assert_eq!(read_schema, schema());
+        let all = datafusion::arrow::compute::concat_batches(&schema(), &batches).unwrap();
+        let expected = datafusion::arrow::compute::concat_batches(&schema(), &[batch(0, 12)]).unwrap();
+        assert_eq!(all, expected);
+        // Only the output is left: the parts directory is gone.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, ["matched.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn a_plan_without_rows_gives_an_empty_file_with_its_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = MemorySourceConfig::try_new_exec(&[vec![], vec![]], schema(), None).unwrap();
+        let path = dir.path().join("unmatched_invoices.parquet");
+        assert_eq!(write_parts(&InProcess, "u", plan, SessionContext::new(), &path).await.unwrap(), 0);
+        let (read_schema, batches) = read(&path);
+        assert_eq!(read_schema, schema());
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    }
+
+    fn report(rows: &[(u32, &str, u64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            report_schema(),
+            vec![
+                Arc::new(UInt32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_partition_must_report_exactly_one_part_inside_the_parts_directory() {
+        let dir = Path::new("/out/run.tmp-1/.parts-matched.parquet");
+        let ok = reported_parts(
+            &[
+                report(&[(1, "/out/run.tmp-1/.parts-matched.parquet/b", 7)]),
+                report(&[(0, "/out/run.tmp-1/.parts-matched.parquet/a", 3)]),
+            ],
+            2,
+            dir,
+            "m",
+        )
+        .unwrap();
+        assert_eq!(ok, [(dir.join("a"), 3), (dir.join("b"), 7)]);
+        let twice = report(&[
+            (0, "/out/run.tmp-1/.parts-matched.parquet/a", 3),
+            (0, "/out/run.tmp-1/.parts-matched.parquet/c", 3),
+        ]);
+        let e = reported_parts(&[twice], 1, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("partition 0 reported two parts"), "{e}");
+        let e =
+            reported_parts(&[report(&[(0, "/out/run.tmp-1/.parts-matched.parquet/a", 3)])], 2, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("no part for partition 1"), "{e}");
+        let e = reported_parts(&[report(&[(0, "/etc/a", 3)])], 1, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        let e =
+            reported_parts(&[report(&[(2, "/out/run.tmp-1/.parts-matched.parquet/a", 3)])], 2, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("the plan has 2"), "{e}");
+    }
+}
