@@ -11,7 +11,7 @@
 
 use crate::output::{write_stream, writer_properties};
 use crate::remote::PlanRunner;
-use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
@@ -36,16 +36,14 @@ use uuid::Uuid;
 
 /// The schema of what [`ParquetPartsExec`] returns: one row per partition.
 fn report_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("partition", DataType::UInt32, false),
-        Field::new("path", DataType::Utf8, false),
-        Field::new("rows", DataType::UInt64, false),
-    ]))
+    Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false), Field::new("rows", DataType::UInt64, false)]))
 }
 
 /// Writes each partition of its input into its own Parquet file in `dir` and returns, per
-/// partition, one row `(partition, path, rows)`. A retried partition writes a new file (the
-/// name carries a fresh UUID), so the file an attempt reports is always complete and its own.
+/// partition, one row `(path, rows)`. A retried partition writes a new file (the name carries a
+/// fresh UUID), so the file an attempt reports is always complete and its own. The row names no
+/// partition: a Ballista task runs its slice of a stage renumbered from 0, so the index `execute`
+/// sees is not the stage's partition.
 #[derive(Debug, Clone)]
 pub struct ParquetPartsExec {
     input: Arc<dyn ExecutionPlan>,
@@ -119,17 +117,14 @@ impl ExecutionPlan for ParquetPartsExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let path = self.dir.join(format!("part-{partition:05}-{}.parquet", Uuid::new_v4()));
+        let path = self.dir.join(format!("part-{}.parquet", Uuid::new_v4()));
         let schema = report_schema();
         let reported = Arc::clone(&schema);
         let written = async move {
             let rows = write_stream(input, &path).await?;
-            let index = u32::try_from(partition)
-                .map_err(|_| DataFusionError::Internal(format!("partition {partition} is out of range")))?;
             Ok(RecordBatch::try_new(
                 reported,
                 vec![
-                    Arc::new(UInt32Array::from(vec![index])),
                     Arc::new(StringArray::from(vec![path.to_string_lossy().to_string()])),
                     Arc::new(UInt64Array::from(vec![rows])),
                 ],
@@ -140,8 +135,10 @@ impl ExecutionPlan for ParquetPartsExec {
 }
 
 /// Runs `plan` on `runner` with its output written as parts beside `path`, then joins the parts
-/// into the one file `path`; returns the row count. Every partition must report exactly one part,
-/// inside the parts directory, and the joined file must hold the rows the parts reported.
+/// into the one file `path`; returns the row count. The runner hands back one result per
+/// partition (kalla-cluster keeps one location per final partition), so there must be exactly
+/// one part per partition, each a different file inside the parts directory, and the joined file
+/// must hold the rows the parts reported.
 pub async fn write_parts(
     runner: &dyn PlanRunner,
     label: &str,
@@ -178,50 +175,35 @@ pub async fn write_parts(
     Ok(rows)
 }
 
-/// One `(path, rows)` per partition, in partition order, from what [`ParquetPartsExec`] reported.
+/// The `(path, rows)` of every part [`ParquetPartsExec`] reported: one per partition, no file
+/// twice, every file inside `dir`.
 fn reported_parts(batches: &[RecordBatch], partitions: usize, dir: &Path, label: &str) -> Result<Vec<(PathBuf, u64)>> {
-    let mut parts: Vec<Option<(PathBuf, u64)>> = vec![None; partitions];
-    let column = |b: &RecordBatch, i: usize| -> Result<Arc<dyn Array>> {
-        if b.num_columns() != 3 {
-            return Err(DataFusionError::Internal(format!("{label}: a part report has {} columns", b.num_columns())));
-        }
-        Ok(Arc::clone(b.column(i)))
-    };
+    let mut parts: Vec<(PathBuf, u64)> = Vec::with_capacity(partitions);
     for b in batches {
-        let (index, path, rows) = (column(b, 0)?, column(b, 1)?, column(b, 2)?);
-        let (Some(index), Some(path), Some(rows)) = (
-            index.as_any().downcast_ref::<UInt32Array>(),
-            path.as_any().downcast_ref::<StringArray>(),
-            rows.as_any().downcast_ref::<UInt64Array>(),
+        let (Some(path), Some(rows)) = (
+            b.column_by_name("path").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+            b.column_by_name("rows").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
         ) else {
-            return Err(DataFusionError::Internal(format!("{label}: a part report has unexpected types")));
+            return Err(DataFusionError::Internal(format!("{label}: a part report lacks its path or rows")));
         };
         for r in 0..b.num_rows() {
-            let p = index.value(r) as usize;
             let file = PathBuf::from(path.value(r));
             if file.parent() != Some(dir) {
-                return Err(DataFusionError::Internal(format!(
-                    "{label}: partition {p} reported a part outside {dir:?}"
-                )));
+                return Err(DataFusionError::Internal(format!("{label}: a part was reported outside {dir:?}")));
             }
-            match parts.get_mut(p) {
-                Some(slot @ None) => *slot = Some((file, rows.value(r))),
-                Some(Some(_)) => {
-                    return Err(DataFusionError::Internal(format!("{label}: partition {p} reported two parts")));
-                }
-                None => {
-                    return Err(DataFusionError::Internal(format!(
-                        "{label}: partition {p} reported a part, the plan has {partitions}"
-                    )));
-                }
+            if parts.iter().any(|(p, _)| *p == file) {
+                return Err(DataFusionError::Internal(format!("{label}: part {file:?} was reported twice")));
             }
+            parts.push((file, rows.value(r)));
         }
     }
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(p, part)| part.ok_or_else(|| DataFusionError::Internal(format!("{label}: no part for partition {p}"))))
-        .collect()
+    if parts.len() != partitions {
+        return Err(DataFusionError::Internal(format!(
+            "{label}: {} parts were reported for {partitions} partitions",
+            parts.len()
+        )));
+    }
+    Ok(parts)
 }
 
 /// Joins Parquet files of one schema into `out` (synced) by copying their row groups' column
@@ -326,7 +308,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn parts_joined_into_one_file_hold_every_row_once_in_partition_order_with_the_arrow_types() {
+    async fn parts_joined_into_one_file_hold_every_row_once_with_the_arrow_types() {
         let dir = tempfile::tempdir().unwrap();
         // Three partitions, the middle one empty, the last of several batches.
         let partitions = vec![vec![batch(0, 5)], vec![], vec![batch(5, 3), batch(8, 4)]];
@@ -337,9 +319,13 @@ mod tests {
         assert_eq!(rows, 12);
         let (read_schema, batches) = read(&path);
         assert_eq!(read_schema, schema());
+        // The parts come in whatever order the partitions finished: compare sorted by id.
+        let sorted = |b: RecordBatch| {
+            let order = datafusion::arrow::compute::sort_to_indices(b.column(0), None, None).unwrap();
+            datafusion::arrow::compute::take_record_batch(&b, &order).unwrap()
+        };
         let all = datafusion::arrow::compute::concat_batches(&schema(), &batches).unwrap();
-        let expected = datafusion::arrow::compute::concat_batches(&schema(), &[batch(0, 12)]).unwrap();
-        assert_eq!(all, expected);
+        assert_eq!(sorted(all), sorted(batch(0, 12)));
         // Only the output is left: the parts directory is gone.
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -359,45 +345,31 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
-    fn report(rows: &[(u32, &str, u64)]) -> RecordBatch {
+    fn report(rows: &[(&str, u64)]) -> RecordBatch {
         RecordBatch::try_new(
             report_schema(),
             vec![
-                Arc::new(UInt32Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-                Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-                Arc::new(UInt64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(UInt64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
             ],
         )
         .unwrap()
     }
 
     #[test]
-    fn every_partition_must_report_exactly_one_part_inside_the_parts_directory() {
+    fn every_partition_must_report_one_part_of_its_own_inside_the_parts_directory() {
         let dir = Path::new("/out/run.tmp-1/.parts-matched.parquet");
-        let ok = reported_parts(
-            &[
-                report(&[(1, "/out/run.tmp-1/.parts-matched.parquet/b", 7)]),
-                report(&[(0, "/out/run.tmp-1/.parts-matched.parquet/a", 3)]),
-            ],
-            2,
-            dir,
-            "m",
-        )
-        .unwrap();
-        assert_eq!(ok, [(dir.join("a"), 3), (dir.join("b"), 7)]);
-        let twice = report(&[
-            (0, "/out/run.tmp-1/.parts-matched.parquet/a", 3),
-            (0, "/out/run.tmp-1/.parts-matched.parquet/c", 3),
-        ]);
-        let e = reported_parts(&[twice], 1, dir, "m").unwrap_err();
-        assert!(e.to_string().contains("partition 0 reported two parts"), "{e}");
-        let e =
-            reported_parts(&[report(&[(0, "/out/run.tmp-1/.parts-matched.parquet/a", 3)])], 2, dir, "m").unwrap_err();
-        assert!(e.to_string().contains("no part for partition 1"), "{e}");
-        let e = reported_parts(&[report(&[(0, "/etc/a", 3)])], 1, dir, "m").unwrap_err();
+        let a = "/out/run.tmp-1/.parts-matched.parquet/part-a.parquet";
+        let b = "/out/run.tmp-1/.parts-matched.parquet/part-b.parquet";
+        let ok = reported_parts(&[report(&[(b, 7)]), report(&[(a, 3)])], 2, dir, "m").unwrap();
+        assert_eq!(ok, [(PathBuf::from(b), 7), (PathBuf::from(a), 3)]);
+        let e = reported_parts(&[report(&[(a, 3), (a, 3)])], 2, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("reported twice"), "{e}");
+        let e = reported_parts(&[report(&[(a, 3)])], 2, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("1 parts were reported for 2 partitions"), "{e}");
+        let e = reported_parts(&[report(&[(a, 3), (b, 7)])], 1, dir, "m").unwrap_err();
+        assert!(e.to_string().contains("2 parts were reported for 1 partitions"), "{e}");
+        let e = reported_parts(&[report(&[("/etc/part-a.parquet", 3)])], 1, dir, "m").unwrap_err();
         assert!(e.to_string().contains("outside"), "{e}");
-        let e =
-            reported_parts(&[report(&[(2, "/out/run.tmp-1/.parts-matched.parquet/a", 3)])], 2, dir, "m").unwrap_err();
-        assert!(e.to_string().contains("the plan has 2"), "{e}");
     }
 }
