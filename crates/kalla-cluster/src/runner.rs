@@ -20,7 +20,6 @@ use ballista_scheduler::state::execution_stage::ExecutionStage;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use kalla_core::remote::PlanRunner;
@@ -373,13 +372,12 @@ impl PlanRunner for ClusterRunner {
         label: String,
         plan: Arc<dyn ExecutionPlan>,
         ctx: SessionContext,
-    ) -> BoxFuture<'static, Result<SendableRecordBatchStream, DataFusionError>> {
+    ) -> BoxFuture<'static, Result<Vec<SendableRecordBatchStream>, DataFusionError>> {
         let scheduler = Arc::clone(&self.scheduler);
         let run_id = self.run_id.clone();
         let cluster_wait = self.cluster_wait;
         let jobs = Arc::clone(&self.jobs);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let schema = plan.schema();
         Box::pin(async move {
             let job_id = scheduler
                 .server()
@@ -397,11 +395,9 @@ impl PlanRunner for ClusterRunner {
             let locations = outcome?;
             guard.job_id = None;
             let locations = final_partitions(locations, &label)?;
-            // Every partition is fetched at once and their batches interleave: decoding one
-            // overlaps with transferring the others and with the caller's writing.
-            let streams = futures::future::try_join_all(locations.into_iter().map(fetch)).await?;
-            let stream = futures::stream::select_all(streams);
-            Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)) as SendableRecordBatchStream)
+            // Every partition is fetched at once: decoding one overlaps with transferring the
+            // others and with the caller's writing.
+            futures::future::try_join_all(locations.into_iter().map(fetch)).await
         })
     }
 }

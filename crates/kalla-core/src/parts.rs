@@ -149,12 +149,13 @@ pub async fn write_parts(
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let dir = path.with_file_name(format!(".parts-{name}"));
     std::fs::create_dir(&dir)?;
-    let partitions = plan.output_partitioning().partition_count();
     let schema = plan.schema();
     let parts_plan = Arc::new(ParquetPartsExec::new(plan, dir.clone()));
-    let stream = runner.execute(label.to_string(), parts_plan, ctx).await?;
-    let batches = datafusion::physical_plan::common::collect(stream).await?;
-    let parts = reported_parts(&batches, partitions, &dir, label)?;
+    let mut reports = Vec::new();
+    for partition in runner.execute(label.to_string(), parts_plan, ctx).await? {
+        reports.push(datafusion::physical_plan::common::collect(partition).await?);
+    }
+    let parts = reported_parts(&reports, &dir, label)?;
     let expected: u64 = parts.iter().map(|(_, rows)| rows).sum();
     let files: Vec<PathBuf> = parts.into_iter().map(|(p, _)| p).collect();
     let out = path.to_path_buf();
@@ -175,33 +176,31 @@ pub async fn write_parts(
     Ok(rows)
 }
 
-/// The `(path, rows)` of every part [`ParquetPartsExec`] reported: one per partition, no file
-/// twice, every file inside `dir`.
-fn reported_parts(batches: &[RecordBatch], partitions: usize, dir: &Path, label: &str) -> Result<Vec<(PathBuf, u64)>> {
-    let mut parts: Vec<(PathBuf, u64)> = Vec::with_capacity(partitions);
-    for b in batches {
-        let (Some(path), Some(rows)) = (
-            b.column_by_name("path").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-            b.column_by_name("rows").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
-        ) else {
-            return Err(DataFusionError::Internal(format!("{label}: a part report lacks its path or rows")));
-        };
-        for r in 0..b.num_rows() {
-            let file = PathBuf::from(path.value(r));
-            if file.parent() != Some(dir) {
-                return Err(DataFusionError::Internal(format!("{label}: a part was reported outside {dir:?}")));
-            }
-            if parts.iter().any(|(p, _)| *p == file) {
-                return Err(DataFusionError::Internal(format!("{label}: part {file:?} was reported twice")));
-            }
-            parts.push((file, rows.value(r)));
+/// The `(path, rows)` of every part [`ParquetPartsExec`] reported, given the report batches of
+/// each result partition: exactly one part per partition, no file twice, every file inside `dir`.
+fn reported_parts(partitions: &[Vec<RecordBatch>], dir: &Path, label: &str) -> Result<Vec<(PathBuf, u64)>> {
+    let mut parts: Vec<(PathBuf, u64)> = Vec::with_capacity(partitions.len());
+    for (p, batches) in partitions.iter().enumerate() {
+        let mut reported = Vec::new();
+        for b in batches {
+            let (Some(path), Some(rows)) = (
+                b.column_by_name("path").and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+                b.column_by_name("rows").and_then(|c| c.as_any().downcast_ref::<UInt64Array>()),
+            ) else {
+                return Err(DataFusionError::Internal(format!("{label}: a part report lacks its path or rows")));
+            };
+            reported.extend((0..b.num_rows()).map(|r| (PathBuf::from(path.value(r)), rows.value(r))));
         }
-    }
-    if parts.len() != partitions {
-        return Err(DataFusionError::Internal(format!(
-            "{label}: {} parts were reported for {partitions} partitions",
-            parts.len()
-        )));
+        let [(file, rows)] = <[(PathBuf, u64); 1]>::try_from(reported).map_err(|r| {
+            DataFusionError::Internal(format!("{label}: result partition {p} reported {} parts, not one", r.len()))
+        })?;
+        if file.parent() != Some(dir) {
+            return Err(DataFusionError::Internal(format!("{label}: a part was reported outside {dir:?}")));
+        }
+        if parts.iter().any(|(f, _)| *f == file) {
+            return Err(DataFusionError::Internal(format!("{label}: part {file:?} was reported twice")));
+        }
+        parts.push((file, rows));
     }
     Ok(parts)
 }
@@ -260,7 +259,7 @@ pub fn concat_parts(parts: &[PathBuf], out: &Path) -> Result<u64> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::RecordBatchReader;
-    use datafusion::arrow::array::{Decimal128Array, TimestampMicrosecondArray};
+    use datafusion::arrow::array::{Decimal128Array, LargeStringArray, TimestampMicrosecondArray};
     use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -276,8 +275,11 @@ mod tests {
             _label: String,
             plan: Arc<dyn ExecutionPlan>,
             ctx: SessionContext,
-        ) -> BoxFuture<'static, Result<SendableRecordBatchStream>> {
-            Box::pin(async move { datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()) })
+        ) -> BoxFuture<'static, Result<Vec<SendableRecordBatchStream>>> {
+            Box::pin(async move {
+                let n = plan.output_partitioning().partition_count();
+                (0..n).map(|p| plan.execute(p, ctx.task_ctx())).collect()
+            })
         }
     }
 
@@ -286,6 +288,8 @@ mod tests {
             Field::new("id", DataType::Utf8, false),
             Field::new("amount", DataType::Decimal128(12, 2), true),
             Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            // Read back as Utf8 unless the parts' Arrow schema travels into the joined file.
+            Field::new("note", DataType::LargeUtf8, true),
         ]))
     }
 
@@ -297,7 +301,11 @@ mod tests {
         let at =
             TimestampMicrosecondArray::from((from..from + n).map(|i| (i % 3 != 0).then_some(i)).collect::<Vec<_>>())
                 .with_timezone("UTC");
-        RecordBatch::try_new(schema(), vec![Arc::new(StringArray::from(ids)), Arc::new(amounts), Arc::new(at)]).unwrap()
+        let notes =
+            LargeStringArray::from((from..from + n).map(|i| (i % 2 == 0).then(|| format!("n{i}"))).collect::<Vec<_>>());
+        let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> =
+            vec![Arc::new(StringArray::from(ids)), Arc::new(amounts), Arc::new(at), Arc::new(notes)];
+        RecordBatch::try_new(schema(), columns).unwrap()
     }
 
     fn read(path: &Path) -> (SchemaRef, Vec<RecordBatch>) {
@@ -357,19 +365,19 @@ mod tests {
     }
 
     #[test]
-    fn every_partition_must_report_one_part_of_its_own_inside_the_parts_directory() {
+    fn every_result_partition_must_report_one_part_of_its_own_inside_the_parts_directory() {
         let dir = Path::new("/out/run.tmp-1/.parts-matched.parquet");
         let a = "/out/run.tmp-1/.parts-matched.parquet/part-a.parquet";
         let b = "/out/run.tmp-1/.parts-matched.parquet/part-b.parquet";
-        let ok = reported_parts(&[report(&[(b, 7)]), report(&[(a, 3)])], 2, dir, "m").unwrap();
+        let ok = reported_parts(&[vec![report(&[(b, 7)])], vec![report(&[]), report(&[(a, 3)])]], dir, "m").unwrap();
         assert_eq!(ok, [(PathBuf::from(b), 7), (PathBuf::from(a), 3)]);
-        let e = reported_parts(&[report(&[(a, 3), (a, 3)])], 2, dir, "m").unwrap_err();
+        let e = reported_parts(&[vec![report(&[(a, 3)])], vec![report(&[(a, 3)])]], dir, "m").unwrap_err();
         assert!(e.to_string().contains("reported twice"), "{e}");
-        let e = reported_parts(&[report(&[(a, 3)])], 2, dir, "m").unwrap_err();
-        assert!(e.to_string().contains("1 parts were reported for 2 partitions"), "{e}");
-        let e = reported_parts(&[report(&[(a, 3), (b, 7)])], 1, dir, "m").unwrap_err();
-        assert!(e.to_string().contains("2 parts were reported for 1 partitions"), "{e}");
-        let e = reported_parts(&[report(&[("/etc/part-a.parquet", 3)])], 1, dir, "m").unwrap_err();
+        let e = reported_parts(&[vec![report(&[(a, 3), (b, 7)])]], dir, "m").unwrap_err();
+        assert!(e.to_string().contains("result partition 0 reported 2 parts, not one"), "{e}");
+        let e = reported_parts(&[vec![report(&[(a, 3)])], vec![]], dir, "m").unwrap_err();
+        assert!(e.to_string().contains("result partition 1 reported 0 parts, not one"), "{e}");
+        let e = reported_parts(&[vec![report(&[("/etc/part-a.parquet", 3)])]], dir, "m").unwrap_err();
         assert!(e.to_string().contains("outside"), "{e}");
     }
 }

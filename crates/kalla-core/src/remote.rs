@@ -1,24 +1,33 @@
 //! Where a job's physical plans run. By default the engine executes them in-process; a
 //! [`PlanRunner`] set on a [`crate::PlannedJob`] runs them elsewhere (kalla-cluster's runner ships
-//! them to Ballista executors) and hands back their rows as one stream, which the engine writes
-//! exactly as it writes local results. The engine stays ignorant of Ballista.
+//! them to Ballista executors) and hands back their rows, which the engine writes exactly as it
+//! writes local results. The engine stays ignorant of Ballista.
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use std::sync::Arc;
 
 /// Runs physical plans somewhere other than this process.
 pub trait PlanRunner: Send + Sync + std::fmt::Debug {
-    /// Runs `plan` (planned in `ctx`) and returns all its output partitions as one stream.
-    /// `label` names the plan in logs (`matching`, `unmatched rows of invoices`, …). Dropping the
-    /// returned future or stream before the end must stop the remote work.
+    /// Runs `plan` (planned in `ctx`) and returns one stream per partition of its result, in
+    /// partition order — one per partition the remote side ran, which need not be the number
+    /// `plan` had when it was planned here. `label` names the plan in logs (`matching`,
+    /// `unmatched rows of invoices`, …). Dropping the returned future or streams before the end
+    /// must stop the remote work.
     fn execute(
         &self,
         label: String,
         plan: Arc<dyn ExecutionPlan>,
         ctx: SessionContext,
-    ) -> BoxFuture<'static, Result<SendableRecordBatchStream, DataFusionError>>;
+    ) -> BoxFuture<'static, Result<Vec<SendableRecordBatchStream>, DataFusionError>>;
+}
+
+/// The partitions' streams as one: their batches interleave as they arrive.
+pub fn merged(schema: SchemaRef, partitions: Vec<SendableRecordBatchStream>) -> SendableRecordBatchStream {
+    Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::select_all(partitions)))
 }

@@ -141,7 +141,8 @@ impl PlannedJob {
         let plan = self.physical(frame).await?;
         match &self.runner {
             Some(runner) if !self.reads.reads_only_outputs(&plan) => {
-                runner.execute(label.to_string(), plan, self.ctx.clone()).await
+                let schema = plan.schema();
+                Ok(crate::remote::merged(schema, runner.execute(label.to_string(), plan, self.ctx.clone()).await?))
             }
             _ => self.execute_here(label, plan),
         }

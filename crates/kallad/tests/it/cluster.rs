@@ -13,6 +13,7 @@ use crate::callbacks::Receiver;
 use crate::daemon::Daemon;
 use crate::postgres::password_uri;
 use crate::scenarios::{request, scenarios};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use kalla_testpg::rows::all_rows;
 use kalla_testpg::{PASSWORD, server};
 use serde_json::{Value, json};
@@ -168,15 +169,23 @@ impl Cluster {
     }
 }
 
-/// The data files of the outputs of a finished job: file name → sorted rows.
+/// Every entry of a finished job's output directory: name → for a Parquet file its Arrow schema,
+/// then its sorted rows.
 fn outputs(d: &Daemon, status: &Value) -> BTreeMap<String, Vec<String>> {
     let dir = d.out.path().join(Path::new(status["output_paths"]["summary"].as_str().unwrap()).parent().unwrap());
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            out.insert(path.file_name().unwrap().to_string_lossy().to_string(), all_rows(&path));
-        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // Every entry counts (no part or leftover beside the outputs); a Parquet file by its
+        // Arrow schema and its rows.
+        let content = if path.is_file() && path.extension().is_some_and(|e| e == "parquet") {
+            let schema = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+            std::iter::once(format!("{:?}", schema.schema())).chain(all_rows(&path)).collect()
+        } else {
+            Vec::new()
+        };
+        out.insert(name, content);
     }
     out
 }
