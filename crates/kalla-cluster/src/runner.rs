@@ -5,7 +5,8 @@
 //! which cuts it into stages and hands tasks to the executors; tasks read their sources themselves
 //! (Postgres partitions through Kalla's scan in the job's snapshot). When the Ballista job
 //! succeeds, the final partitions are fetched over Arrow Flight from the executors that hold them,
-//! all at once, and returned as one stream that kallad writes into the output files.
+//! all at once, and returned one stream per partition: the rows of a check, or, for an output,
+//! the one `(path, rows)` row each partition's Parquet part reported (`kalla_core::parts`).
 //!
 //! Liveness: while a Ballista job is unfinished, the runner watches the live executors. Ballista
 //! re-runs the tasks of a lost executor on the others; when none is left for `cluster_wait`, the
