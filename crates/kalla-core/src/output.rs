@@ -6,16 +6,13 @@
 //! ever holds a partial result.
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::execution::TaskContext;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use kalla_connectors::file::lexically_inside;
 use kalla_recipe::{ErrorCode, KallaError};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// Where a job's outputs go.
@@ -163,17 +160,18 @@ pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::SNAPPY).build()
 }
 
-/// Runs `plan` and streams its rows into one Parquet file at `path`; returns the row count.
-pub async fn write_parquet(
-    plan: Arc<dyn ExecutionPlan>,
-    task_ctx: Arc<TaskContext>,
-    path: &Path,
-) -> Result<u64, datafusion::common::DataFusionError> {
-    write_stream(execute_stream(plan, task_ctx)?, path).await
-}
-
 /// Writes every batch of `stream` into one Parquet file at `path` (synced); returns the rows.
 pub async fn write_stream(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    path: &Path,
+) -> Result<u64, datafusion::common::DataFusionError> {
+    let rows = write_unsynced(stream, path).await?;
+    std::fs::File::open(path)?.sync_all()?;
+    Ok(rows)
+}
+
+/// [`write_stream`] without the sync: for a temporary file that is copied into a synced one.
+pub async fn write_unsynced(
     mut stream: datafusion::execution::SendableRecordBatchStream,
     path: &Path,
 ) -> Result<u64, datafusion::common::DataFusionError> {
@@ -187,7 +185,6 @@ pub async fn write_stream(
         writer.write(&batch).await?;
     }
     writer.close().await?;
-    std::fs::File::open(path)?.sync_all()?;
     Ok(rows)
 }
 

@@ -9,7 +9,7 @@
 //! the one the successful attempt reported — and [`concat_parts`] joins them into the one output
 //! file by copying their column chunks, without decoding them.
 
-use crate::output::{write_stream, writer_properties};
+use crate::output::{write_stream, write_unsynced, writer_properties};
 use crate::remote::PlanRunner;
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -121,7 +121,8 @@ impl ExecutionPlan for ParquetPartsExec {
         let schema = report_schema();
         let reported = Arc::clone(&schema);
         let written = async move {
-            let rows = write_stream(input, &path).await?;
+            // Not synced: the part is copied into the output file, which is.
+            let rows = write_unsynced(input, &path).await?;
             Ok(RecordBatch::try_new(
                 reported,
                 vec![
