@@ -7,7 +7,9 @@
 #
 # Usage: scripts/bench.sh [WORK_DIR]        (data is generated once into WORK_DIR/data)
 #   BENCH_PLAN=quick  a minute-long smoke run at 100k rows (writes into WORK_DIR only)
-#   BENCH_PLAN=full   goals, all shapes at 1M, growth 1M..10M, memory bound (default; ~1 hour)
+#   BENCH_PLAN=goals  the goal cells only, 2M x 1.9M (writes into WORK_DIR only; ~3 minutes)
+#   BENCH_PLAN=full   goals, all shapes at 1M, growth 1M..10M, memory bound (default; ~15 minutes
+#                     on 2 cores once the data exists)
 #   BENCH_RUNS=3  BENCH_EXECUTORS=2  BENCH_NO_PG=1 (skip Postgres)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ export BENCH_PLAN="$plan"
 python3 scripts/bench/suite.py "$CARGO_TARGET_DIR/release/kallad" "$CARGO_TARGET_DIR/release/kalla-datagen" "$work"
 pg_version=""
 [ -n "$BENCH_PG" ] && pg_version="$("$PGBIN/postgres" --version | awk '{print $3}')"
-# A full run rewrites the committed results; a quick run writes beside its data only.
+# A full run rewrites the committed results; a quick or goals run writes beside its data only.
 report_dir=docs
 [ "$plan" = full ] || report_dir="$work"
 python3 scripts/bench/report.py "$work/results.json" "$pg_version" "$report_dir/benchmarks.json" "$report_dir/benchmarks.md"

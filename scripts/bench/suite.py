@@ -12,7 +12,7 @@ anti joins, three Parquet writes) on the same Parquet or CSV files, and for Post
 `COPY … TO STDOUT (FORMAT binary)` of both tables into /dev/null.
 
 Writes WORK/results.json and prints Markdown; scripts/bench.sh puts both into docs/.
-Environment: BENCH_PLAN (quick|full, default full), BENCH_RUNS (default 3), BENCH_EXECUTORS (2),
+Environment: BENCH_PLAN (quick|goals|full, default full), BENCH_RUNS (default 3), BENCH_EXECUTORS (2),
 BENCH_PG (a postgres:// URI prefix ending in `table=`, set by bench.sh; empty skips Postgres).
 """
 import http.server
@@ -56,6 +56,8 @@ def plan(kind):
     for source in ("parquet", "postgres"):
         for mode in ("local", "cluster"):
             cells.append(("goal", "one-to-one", 2 * M, 1_900_000, source, mode, None, RUNS))
+    if kind == "goals":
+        return cells
     # Every shape at 1M per side, every source kind, both modes.
     for shape in ("one-to-one", "split", "batch", "many-to-many"):
         for source in ("parquet", "csv", "postgres"):

@@ -44,6 +44,18 @@ pub struct ClusterRunner {
     plans_expected: usize,
     /// Ballista jobs submitted for this run, in order.
     jobs: Arc<Mutex<Vec<Submitted>>>,
+    outputs: ClusterOutputs,
+}
+
+/// Who writes a cluster job's output files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterOutputs {
+    /// Each partition writes a Parquet part on its executor, into the run's temporary output
+    /// directory (so `--output-dir` must be shared read-write); the scheduler joins the parts.
+    Parts,
+    /// The scheduler fetches every output row over Flight and writes the files itself (the
+    /// executors only read `--output-dir`: the anti joins read `matched.parquet`).
+    Fetch,
 }
 
 impl std::fmt::Debug for ClusterRunner {
@@ -120,8 +132,16 @@ impl ClusterRunner {
         run_id: String,
         cluster_wait: Duration,
         plans_expected: usize,
+        outputs: ClusterOutputs,
     ) -> ClusterRunner {
-        ClusterRunner { scheduler, run_id, cluster_wait, plans_expected, jobs: Arc::new(Mutex::new(Vec::new())) }
+        ClusterRunner {
+            scheduler,
+            run_id,
+            cluster_wait,
+            plans_expected,
+            jobs: Arc::new(Mutex::new(Vec::new())),
+            outputs,
+        }
     }
 
     fn jobs(&self) -> Vec<Submitted> {
@@ -400,6 +420,10 @@ impl PlanRunner for ClusterRunner {
             // others and with the caller's writing.
             futures::future::try_join_all(locations.into_iter().map(fetch)).await
         })
+    }
+
+    fn writes_parts(&self) -> bool {
+        self.outputs == ClusterOutputs::Parts
     }
 }
 

@@ -176,7 +176,11 @@ pub async fn write_unsynced(
     path: &Path,
 ) -> Result<u64, datafusion::common::DataFusionError> {
     let schema: SchemaRef = stream.schema();
-    let file = tokio::fs::File::create(path).await?;
+    // Named, since an executor writing an output part may lack the shared directory or the
+    // right to write there; still an I/O error, so that a retry elsewhere may succeed.
+    let file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
     let mut writer = AsyncArrowWriter::try_new(file, schema, Some(writer_properties()))?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {

@@ -282,6 +282,10 @@ mod tests {
                 (0..n).map(|p| plan.execute(p, ctx.task_ctx())).collect()
             })
         }
+
+        fn writes_parts(&self) -> bool {
+            true
+        }
     }
 
     fn schema() -> SchemaRef {

@@ -25,6 +25,12 @@ pub trait PlanRunner: Send + Sync + std::fmt::Debug {
         plan: Arc<dyn ExecutionPlan>,
         ctx: SessionContext,
     ) -> BoxFuture<'static, Result<Vec<SendableRecordBatchStream>, DataFusionError>>;
+
+    /// Whether outputs are written where their rows are made: each partition writes a Parquet
+    /// part into the run's temporary directory, which the remote side shares
+    /// ([`crate::parts`]). `false`: their rows come back through [`PlanRunner::execute`] and are
+    /// written here.
+    fn writes_parts(&self) -> bool;
 }
 
 /// The partitions' streams as one: their batches interleave as they arrive.

@@ -158,14 +158,20 @@ impl PlannedJob {
         Ok(if tracing::enabled!(tracing::Level::DEBUG) { log_metrics_at_end(label, plan, stream) } else { stream })
     }
 
-    /// Runs `frame` into the one Parquet file `path`; returns its rows. On the cluster each
-    /// partition writes its own part where it runs and the parts are joined here
-    /// ([`crate::parts`]), so the rows never travel to this process.
+    /// Runs `frame` into the one Parquet file `path`; returns its rows. On a runner that writes
+    /// parts (the cluster, by default) each partition writes its own part where it runs and the
+    /// parts are joined here ([`crate::parts`]), so the rows never travel to this process.
     async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
         let plan = self.physical(frame).await?;
         match &self.runner {
             Some(runner) if !self.reads.reads_only_outputs(&plan) => {
-                crate::parts::write_parts(runner.as_ref(), label, plan, self.ctx.clone(), path).await
+                if runner.writes_parts() {
+                    crate::parts::write_parts(runner.as_ref(), label, plan, self.ctx.clone(), path).await
+                } else {
+                    let schema = plan.schema();
+                    let partitions = runner.execute(label.to_string(), plan, self.ctx.clone()).await?;
+                    write_stream(crate::remote::merged(schema, partitions), path).await
+                }
             }
             _ => write_stream(self.execute_here(label, plan)?, path).await,
         }

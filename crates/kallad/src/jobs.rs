@@ -77,13 +77,19 @@ pub(crate) struct ClusterConfig {
     pub(crate) scheduler: Arc<EmbeddedScheduler>,
     pub(crate) mode: ModeArg,
     pub(crate) cluster_wait: Duration,
+    /// Who writes the output files of a cluster job.
+    pub(crate) outputs: kalla_cluster::runner::ClusterOutputs,
     /// `--partitions` when given; else a cluster job takes the live executors' task slots.
     pub(crate) partitions: Option<usize>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterConfig").field("mode", &self.mode).field("cluster_wait", &self.cluster_wait).finish()
+        f.debug_struct("ClusterConfig")
+            .field("mode", &self.mode)
+            .field("cluster_wait", &self.cluster_wait)
+            .field("outputs", &self.outputs)
+            .finish()
     }
 }
 
@@ -417,6 +423,7 @@ impl JobManager {
             planned.job.run_id.to_string(),
             cluster.cluster_wait,
             planned.plan_count(),
+            cluster.outputs,
         ));
         planned.runner = Some(Arc::clone(&runner) as Arc<dyn kalla_core::remote::PlanRunner>);
         Ok(Some(runner))

@@ -33,6 +33,12 @@ pub(crate) struct SchedulerArgs {
     /// executor is lost while it runs) before it fails with `no_executors`.
     #[arg(long, env = "KALLA_CLUSTER_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
     cluster_wait: Duration,
+    /// Who writes a cluster job's output files: `parts` (each partition writes a Parquet part on
+    /// its executor into the shared --output-dir, which executors must be able to write; the
+    /// scheduler joins the parts) or `fetch` (the scheduler pulls every output row over Flight and
+    /// writes the files; executors only read --output-dir).
+    #[arg(long, env = "KALLA_CLUSTER_OUTPUTS", value_enum, default_value_t = ClusterOutputsArg::Parts)]
+    cluster_outputs: ClusterOutputsArg,
     /// Address to bind; set 0.0.0.0 deliberately, with --api-token.
     #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
@@ -80,6 +86,24 @@ pub(crate) enum ModeArg {
     Local,
     /// Always on the executors.
     Cluster,
+}
+
+/// `--cluster-outputs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ClusterOutputsArg {
+    /// Executors write Parquet parts; the scheduler joins them.
+    Parts,
+    /// The scheduler fetches the rows over Flight and writes them.
+    Fetch,
+}
+
+impl From<ClusterOutputsArg> for kalla_cluster::runner::ClusterOutputs {
+    fn from(a: ClusterOutputsArg) -> Self {
+        match a {
+            ClusterOutputsArg::Parts => kalla_cluster::runner::ClusterOutputs::Parts,
+            ClusterOutputsArg::Fetch => kalla_cluster::runner::ClusterOutputs::Fetch,
+        }
+    }
 }
 
 pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
@@ -151,6 +175,7 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
             scheduler: Arc::clone(&cluster),
             mode: args.mode,
             cluster_wait: args.cluster_wait,
+            outputs: args.cluster_outputs.into(),
             partitions: args.engine.explicit_partitions(),
         }),
     });

@@ -352,6 +352,13 @@ fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
         assert!(c.tasks_run(new) > 0, "the executor that joined ran no task");
         cluster_runs.extend(one.into_iter().chain(two));
     }
+    {
+        // The scheduler fetching every output row and writing the files itself gives the same.
+        let c = Cluster::start(data.path(), 2, &["--partitions", "7", "--cluster-outputs", "fetch"], &[]);
+        let fetched = run_all(&c.d, &scenario_requests(data.path(), &callback_url, "fetch"));
+        assert_same_as_local("2 executors, 7 partitions, outputs fetched", &local, &reference, &c, &fetched);
+        cluster_runs.extend(fetched);
+    }
     // The complete callbacks of cluster jobs say what the local ones say.
     let completes: BTreeMap<String, Value> = receiver
         .finals("complete")
