@@ -350,6 +350,8 @@ fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
         let two = run_all(&c.d, &scenario_requests(data.path(), &callback_url, &format!("p{partitions}-two")));
         assert_same_as_local(&format!("2 executors, {partitions} partitions"), &local, &reference, &c, &two);
         assert!(c.tasks_run(new) > 0, "the executor that joined ran no task");
+        // The outputs were written as parts on the executors (Ballista logs the stages it runs).
+        assert!(c.all_logs().contains("ParquetPartsExec"), "no stage wrote output parts");
         cluster_runs.extend(one.into_iter().chain(two));
     }
     {
@@ -357,6 +359,7 @@ fn every_scenario_on_one_and_two_executors_gives_the_local_outputs() {
         let c = Cluster::start(data.path(), 2, &["--partitions", "7", "--cluster-outputs", "fetch"], &[]);
         let fetched = run_all(&c.d, &scenario_requests(data.path(), &callback_url, "fetch"));
         assert_same_as_local("2 executors, 7 partitions, outputs fetched", &local, &reference, &c, &fetched);
+        assert!(!c.all_logs().contains("ParquetPartsExec"), "a stage wrote output parts");
         cluster_runs.extend(fetched);
     }
     // The complete callbacks of cluster jobs say what the local ones say.
