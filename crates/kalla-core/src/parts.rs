@@ -118,7 +118,7 @@ impl ExecutionPlan for ParquetPartsExec {
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let path = self.dir.join(format!("part-{}.parquet", Uuid::new_v4()));
-        let schema = report_schema();
+        let schema = self.schema();
         let reported = Arc::clone(&schema);
         let written = async move {
             // Not synced: the part is copied into the output file, which is.

@@ -133,29 +133,35 @@ impl PlannedJob {
         Ok(plan)
     }
 
-    /// Runs `frame` here or on the cluster; `label` names it in the cluster's logs. A plan that
-    /// reads nothing but this run's own outputs (checks counting the keys of `matched.parquet`
-    /// or of an unmatched file the scheduler just wrote) runs here in cluster mode too: shipping
-    /// it would only move the scheduler's own files through a shuffle.
+    /// Runs `frame` here or on the cluster; `label` names it in the cluster's logs.
     async fn execute(&self, label: &str, frame: DataFrame) -> Result<SendableRecordBatchStream, DataFusionError> {
         let plan = self.physical(frame).await?;
+        self.run_plan(label, plan).await
+    }
+
+    /// Runs `plan` here or on the cluster. A plan that reads nothing but this run's own outputs
+    /// (checks counting the keys of `matched.parquet` or of an unmatched file the scheduler just
+    /// wrote) runs here in cluster mode too: shipping it would only move the scheduler's own files
+    /// through a shuffle.
+    async fn run_plan(
+        &self,
+        label: &str,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<SendableRecordBatchStream, DataFusionError> {
         match &self.runner {
             Some(runner) if !self.reads.reads_only_outputs(&plan) => {
                 let schema = plan.schema();
                 Ok(crate::remote::merged(schema, runner.execute(label.to_string(), plan, self.ctx.clone()).await?))
             }
-            _ => self.execute_here(label, plan),
+            _ => {
+                let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
+                Ok(if tracing::enabled!(tracing::Level::DEBUG) {
+                    log_metrics_at_end(label, plan, stream)
+                } else {
+                    stream
+                })
+            }
         }
-    }
-
-    /// Runs `plan` in this process.
-    fn execute_here(
-        &self,
-        label: &str,
-        plan: Arc<dyn ExecutionPlan>,
-    ) -> Result<SendableRecordBatchStream, DataFusionError> {
-        let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
-        Ok(if tracing::enabled!(tracing::Level::DEBUG) { log_metrics_at_end(label, plan, stream) } else { stream })
     }
 
     /// Runs `frame` into the one Parquet file `path`; returns its rows. On a runner that writes
@@ -164,16 +170,10 @@ impl PlannedJob {
     async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
         let plan = self.physical(frame).await?;
         match &self.runner {
-            Some(runner) if !self.reads.reads_only_outputs(&plan) => {
-                if runner.writes_parts() {
-                    crate::parts::write_parts(runner.as_ref(), label, plan, self.ctx.clone(), path).await
-                } else {
-                    let schema = plan.schema();
-                    let partitions = runner.execute(label.to_string(), plan, self.ctx.clone()).await?;
-                    write_stream(crate::remote::merged(schema, partitions), path).await
-                }
+            Some(runner) if runner.writes_parts() && !self.reads.reads_only_outputs(&plan) => {
+                crate::parts::write_parts(runner.as_ref(), label, plan, self.ctx.clone(), path).await
             }
-            _ => write_stream(self.execute_here(label, plan)?, path).await,
+            _ => write_stream(self.run_plan(label, plan).await?, path).await,
         }
     }
 
