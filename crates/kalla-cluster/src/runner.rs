@@ -425,6 +425,29 @@ impl PlanRunner for ClusterRunner {
     fn writes_parts(&self) -> bool {
         self.outputs == ClusterOutputs::Parts
     }
+
+    /// The job's session with DataFusion's join selection and Ballista's broadcast rule both
+    /// allowing a build side up to [`kalla_core::session::CLUSTER_KEY_BROADCAST_BYTES`]
+    /// (estimated): a side of keys is sent to every task instead of both sides being shuffled.
+    fn key_join_session(&self, ctx: &SessionContext) -> Result<SessionContext, DataFusionError> {
+        key_broadcast_session(ctx)
+    }
+}
+
+/// See [`ClusterRunner::key_join_session`]; the rows fallback (for a side without a size
+/// estimate) stays at the cluster's.
+fn key_broadcast_session(ctx: &SessionContext) -> Result<SessionContext, DataFusionError> {
+    let mut state = ctx.state();
+    let options = state.config_mut().options_mut();
+    options.optimizer.hash_join_single_partition_threshold = kalla_core::session::CLUSTER_KEY_BROADCAST_BYTES;
+    if options.extensions.get::<ballista_core::config::BallistaConfig>().is_none() {
+        options.extensions.insert(ballista_core::config::BallistaConfig::default());
+    }
+    options.set(
+        ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES,
+        &kalla_core::session::CLUSTER_KEY_BROADCAST_BYTES.to_string(),
+    )?;
+    Ok(SessionContext::new_with_state(state))
 }
 
 #[cfg(test)]
@@ -517,5 +540,103 @@ mod settings_tests {
         let ballista = state.config().options().extensions.get::<ballista_core::config::BallistaConfig>().unwrap();
         assert_eq!(ballista.broadcast_join_threshold_bytes(), 32 * 1024 * 1024);
         assert_eq!(state.config().options().optimizer.hash_join_single_partition_threshold, 32 * 1024 * 1024);
+    }
+
+    /// One Int64 column `name` of `rows` values (about 8 bytes each in Arrow) into `path`.
+    fn int_parquet(path: &std::path::Path, names: &[&str], rows: i64) {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema =
+            Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Int64, false)).collect::<Vec<_>>()));
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&schema), None).unwrap();
+        let step = 1_000_000;
+        for start in (0..rows).step_by(step) {
+            let column: ArrayRef = Arc::new(Int64Array::from_iter_values(start..(start + step as i64).min(rows)));
+            let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column; names.len()]).unwrap();
+            writer.write(&batch).unwrap();
+        }
+        writer.close().unwrap();
+    }
+
+    fn hash_join_mode(plan: &Arc<dyn ExecutionPlan>) -> Option<datafusion::physical_plan::joins::PartitionMode> {
+        if let Some(j) = plan.downcast_ref::<datafusion::physical_plan::joins::HashJoinExec>() {
+            return Some(*j.partition_mode());
+        }
+        plan.children().into_iter().find_map(hash_join_mode)
+    }
+
+    fn has_broadcast_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        plan.downcast_ref::<ballista_core::execution_plans::UnresolvedShuffleExec>().is_some_and(|u| u.broadcast)
+            || plan.children().into_iter().any(has_broadcast_input)
+    }
+
+    /// Whether Ballista's planner, given `ctx`'s settings, cuts `plan` into stages with a
+    /// broadcast input.
+    fn ballista_broadcasts(ctx: &SessionContext, plan: Arc<dyn ExecutionPlan>) -> bool {
+        use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+        let state = ctx.state();
+        let stages = DefaultDistributedPlanner::new()
+            .plan_query_stages(&ballista_core::JobId::new("t"), plan, state.config().options())
+            .unwrap();
+        stages.iter().any(|s| {
+            let plan: Arc<dyn ExecutionPlan> = Arc::clone(s) as Arc<dyn ExecutionPlan>;
+            has_broadcast_input(&plan)
+        })
+    }
+
+    /// 5M matched keys (about 40 MB) sit between the ordinary limit and the key limit: the
+    /// anti join shuffles both sides in the job's session and sends the keys to every task in
+    /// the key session, in DataFusion's join selection and in Ballista's stage planning alike.
+    #[tokio::test]
+    async fn an_anti_join_against_keys_over_the_join_limit_is_broadcast_only_as_a_key_join() {
+        use datafusion::physical_plan::joins::PartitionMode;
+        use datafusion::prelude::{ParquetReadOptions, col};
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, rows) = (dir.path().join("keys.parquet"), dir.path().join("rows.parquet"));
+        int_parquet(&keys, &["k"], 5_000_000);
+        int_parquet(&rows, &["id", "v"], 6_000_000);
+        let ctx = kalla_core::session::new_session(2, None).unwrap();
+        apply_cluster_session_settings(&ctx, 2).unwrap();
+        let read = |path: &std::path::Path| {
+            ctx.read_parquet(path.to_string_lossy().to_string(), ParquetReadOptions::default())
+        };
+        let anti = read(&rows)
+            .await
+            .unwrap()
+            .join_on(read(&keys).await.unwrap(), datafusion::common::JoinType::LeftAnti, vec![col("id").eq(col("k"))])
+            .unwrap();
+        let plan_in = |c: &SessionContext| {
+            let logical = anti.clone().into_unoptimized_plan();
+            let state = c.state();
+            async move { datafusion::prelude::DataFrame::new(state, logical).create_physical_plan().await.unwrap() }
+        };
+        let ordinary = plan_in(&ctx).await;
+        assert_eq!(hash_join_mode(&ordinary), Some(PartitionMode::Partitioned));
+        assert!(!ballista_broadcasts(&ctx, ordinary));
+        let key_ctx = key_broadcast_session(&ctx).unwrap();
+        let keyed = plan_in(&key_ctx).await;
+        assert_eq!(hash_join_mode(&keyed), Some(PartitionMode::CollectLeft));
+        assert!(ballista_broadcasts(&key_ctx, Arc::clone(&keyed)));
+        // Ballista would demote the same plan under the job session's limit.
+        assert!(!ballista_broadcasts(&ctx, keyed));
+    }
+
+    #[test]
+    fn key_joins_broadcast_up_to_ballistas_default_limit_and_leave_the_job_session_alone() {
+        let ctx = kalla_core::session::new_session(2, None).unwrap();
+        apply_cluster_session_settings(&ctx, 2).unwrap();
+        let keys = key_broadcast_session(&ctx).unwrap();
+        let state = keys.state();
+        let ballista = state.config().options().extensions.get::<ballista_core::config::BallistaConfig>().unwrap();
+        assert_eq!(ballista.broadcast_join_threshold_bytes(), 128 * 1024 * 1024);
+        assert_eq!(state.config().options().optimizer.hash_join_single_partition_threshold, 128 * 1024 * 1024);
+        assert_eq!(state.config().options().optimizer.hash_join_single_partition_threshold_rows, 1_000_000);
+        assert_eq!(state.session_id(), ctx.state().session_id());
+        // The job's own session keeps the limit its ordinary joins are planned with.
+        let job = ctx.state();
+        let ballista = job.config().options().extensions.get::<ballista_core::config::BallistaConfig>().unwrap();
+        assert_eq!(ballista.broadcast_join_threshold_bytes(), 32 * 1024 * 1024);
+        assert_eq!(job.config().options().optimizer.hash_join_single_partition_threshold, 32 * 1024 * 1024);
     }
 }

@@ -31,6 +31,14 @@ pub trait PlanRunner: Send + Sync + std::fmt::Debug {
     /// ([`crate::parts`]). `false`: their rows come back through [`PlanRunner::execute`] and are
     /// written here.
     fn writes_parts(&self) -> bool;
+
+    /// The session to plan and run a join whose build side is only key columns (each source's
+    /// anti join against the matched keys) in: the remote side may broadcast such a side
+    /// further than the rows of an ordinary join, since the alternative is to shuffle every
+    /// row of the source. The default is `ctx` itself.
+    fn key_join_session(&self, ctx: &SessionContext) -> Result<SessionContext, DataFusionError> {
+        Ok(ctx.clone())
+    }
 }
 
 /// The partitions' streams as one: their batches interleave as they arrive.

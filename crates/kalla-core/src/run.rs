@@ -22,7 +22,7 @@ use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, case, lit};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{DataFrame, ParquetReadOptions};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use kalla_connectors::file::{col_exact, first_invalid_utf8_line};
 use kalla_recipe::{Counts, ErrorCode, JobState, JobStatus, KallaError, Mode, OutputPaths, Stage};
 use std::collections::BTreeMap;
@@ -123,11 +123,21 @@ impl PlannedJob {
     /// The physical plan of `frame`, planned with the job's session as it is now (a frame made
     /// at submission carries the settings of that moment; cluster mode changes some).
     async fn physical(&self, frame: DataFrame) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        self.physical_in(&self.ctx, frame).await
+    }
+
+    /// [`Self::physical`] planned with the settings of `ctx` (the job's session or one derived
+    /// from it).
+    async fn physical_in(
+        &self,
+        ctx: &SessionContext,
+        frame: DataFrame,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         let roundtrip = self.config.roundtrip_plans && self.runner.is_none();
         let logical = frame.into_unoptimized_plan();
         let logical =
             if roundtrip { roundtrip_logical_plan(&logical, &self.ctx.task_ctx(), &self.snapshots)? } else { logical };
-        let plan = DataFrame::new(self.ctx.state(), logical).create_physical_plan().await?;
+        let plan = DataFrame::new(ctx.state(), logical).create_physical_plan().await?;
         let plan = if roundtrip { roundtrip_physical_plan(plan, &self.ctx.task_ctx())? } else { plan };
         self.reads.track(&plan);
         Ok(plan)
@@ -136,7 +146,7 @@ impl PlannedJob {
     /// Runs `frame` here or on the cluster; `label` names it in the cluster's logs.
     async fn execute(&self, label: &str, frame: DataFrame) -> Result<SendableRecordBatchStream, DataFusionError> {
         let plan = self.physical(frame).await?;
-        self.run_plan(label, plan).await
+        self.run_plan(label, plan, &self.ctx).await
     }
 
     /// Runs `plan` here or on the cluster. A plan that reads nothing but this run's own outputs
@@ -147,11 +157,12 @@ impl PlannedJob {
         &self,
         label: &str,
         plan: Arc<dyn ExecutionPlan>,
+        ctx: &SessionContext,
     ) -> Result<SendableRecordBatchStream, DataFusionError> {
         match &self.runner {
             Some(runner) if !self.reads.reads_only_outputs(&plan) => {
                 let schema = plan.schema();
-                Ok(crate::remote::merged(schema, runner.execute(label.to_string(), plan, self.ctx.clone()).await?))
+                Ok(crate::remote::merged(schema, runner.execute(label.to_string(), plan, ctx.clone()).await?))
             }
             _ => {
                 let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
@@ -167,13 +178,21 @@ impl PlannedJob {
     /// Runs `frame` into the one Parquet file `path`; returns its rows. On a runner that writes
     /// parts (the cluster, by default) each partition writes its own part where it runs and the
     /// parts are joined here ([`crate::parts`]), so the rows never travel to this process.
-    async fn write(&self, label: &str, frame: DataFrame, path: &Path) -> Result<u64, DataFusionError> {
-        let plan = self.physical(frame).await?;
+    /// `ctx` is the session `frame` is planned and run in: the job's, or for an anti join against
+    /// the matched keys the runner's [`crate::remote::PlanRunner::key_join_session`].
+    async fn write(
+        &self,
+        label: &str,
+        frame: DataFrame,
+        path: &Path,
+        ctx: &SessionContext,
+    ) -> Result<u64, DataFusionError> {
+        let plan = self.physical_in(ctx, frame).await?;
         match &self.runner {
             Some(runner) if runner.writes_parts() && !self.reads.reads_only_outputs(&plan) => {
-                crate::parts::write_parts(runner.as_ref(), label, plan, self.ctx.clone(), path).await
+                crate::parts::write_parts(runner.as_ref(), label, plan, ctx.clone(), path).await
             }
-            _ => write_stream(self.run_plan(label, plan).await?, path).await,
+            _ => write_stream(self.run_plan(label, plan, ctx).await?, path).await,
         }
     }
 
@@ -371,8 +390,12 @@ impl PlannedJob {
         let anti =
             source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
         let label = format!("unmatched rows of {}", source.alias);
+        let anti_ctx = match &self.runner {
+            Some(runner) => runner.key_join_session(&self.ctx).map_err(fail)?,
+            None => self.ctx.clone(),
+        };
         let (rows, checks) =
-            self.source_checks(source, keys, &path, self.write(&label, anti, &path)).await.map_err(fail)?;
+            self.source_checks(source, keys, &path, self.write(&label, anti, &path, &anti_ctx)).await.map_err(fail)?;
         Ok(SourceResult {
             total: checks.total_rows,
             unmatched: Some(rows),
@@ -437,7 +460,7 @@ impl PlannedJob {
         let t = Instant::now();
         let matched_path = tmp.path().join(MATCHED_FILE);
         let match_frame = DataFrame::new(self.ctx.state(), self.match_plan.clone());
-        let matched_rows = match self.write("matching", match_frame, &matched_path).await {
+        let matched_rows = match self.write("matching", match_frame, &matched_path, &self.ctx).await {
             Ok(rows) => rows,
             Err(e) => return Err(self.explain_read_error(execution_error("matching", e))),
         };
