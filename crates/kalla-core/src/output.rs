@@ -172,23 +172,39 @@ pub async fn write_stream(
 
 /// [`write_stream`] without the sync: for a temporary file that is copied into a synced one.
 pub async fn write_unsynced(
-    mut stream: datafusion::execution::SendableRecordBatchStream,
+    stream: datafusion::execution::SendableRecordBatchStream,
     path: &Path,
 ) -> Result<u64, datafusion::common::DataFusionError> {
+    write_unsynced_timed(stream, path, &datafusion::physical_plan::metrics::Time::new()).await
+}
+
+/// [`write_unsynced`], adding the time spent creating, encoding and writing the file (not the
+/// time the input takes to produce its batches) to `time`.
+pub async fn write_unsynced_timed(
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    path: &Path,
+    time: &datafusion::physical_plan::metrics::Time,
+) -> Result<u64, datafusion::common::DataFusionError> {
     let schema: SchemaRef = stream.schema();
+    let started = std::time::Instant::now();
     // Named, since an executor writing an output part may lack the shared directory or the
     // right to write there; still an I/O error, so that a retry elsewhere may succeed.
     let file = tokio::fs::File::create(path)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
     let mut writer = AsyncArrowWriter::try_new(file, schema, Some(writer_properties()))?;
+    time.add_elapsed(started);
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows() as u64;
+        let started = std::time::Instant::now();
         writer.write(&batch).await?;
+        time.add_elapsed(started);
     }
+    let started = std::time::Instant::now();
     writer.close().await?;
+    time.add_elapsed(started);
     Ok(rows)
 }
 

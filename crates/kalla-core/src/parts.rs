@@ -9,7 +9,7 @@
 //! the one the successful attempt reported — and [`concat_parts`] joins them into the one output
 //! file by copying their column chunks, without decoding them.
 
-use crate::output::{write_stream, write_unsynced, writer_properties};
+use crate::output::{write_stream, write_unsynced_timed, writer_properties};
 use crate::remote::PlanRunner;
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -24,6 +24,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{
     Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
 };
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties,
@@ -44,11 +45,15 @@ fn report_schema() -> SchemaRef {
 /// fresh UUID), so the file an attempt reports is always complete and its own. The row names no
 /// partition: a Ballista task runs its slice of a stage renumbered from 0, so the index `execute`
 /// sees is not the stage's partition.
+///
+/// Metrics (per partition, shown in Ballista's stage log): `output_rows` (the report rows),
+/// `rows_written` and `write_time` (encoding and writing the part, without the input's own time).
 #[derive(Debug, Clone)]
 pub struct ParquetPartsExec {
     input: Arc<dyn ExecutionPlan>,
     dir: PathBuf,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ParquetPartsExec {
@@ -61,7 +66,7 @@ impl ParquetPartsExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        ParquetPartsExec { input, dir, properties }
+        ParquetPartsExec { input, dir, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 
     /// The directory the parts go to.
@@ -106,7 +111,11 @@ impl ExecutionPlan for ParquetPartsExec {
         }
         let input = children.swap_remove(0);
         Ok(match options.children_properties {
-            ChildrenPropertiesMode::Keep => Arc::new(ParquetPartsExec { input, ..ParquetPartsExec::clone(&self) }),
+            ChildrenPropertiesMode::Keep => Arc::new(ParquetPartsExec {
+                input,
+                metrics: ExecutionPlanMetricsSet::new(),
+                ..ParquetPartsExec::clone(&self)
+            }),
             ChildrenPropertiesMode::Recompute => Arc::new(ParquetPartsExec::new(input, self.dir.clone())),
         })
     }
@@ -120,18 +129,29 @@ impl ExecutionPlan for ParquetPartsExec {
         let path = self.dir.join(format!("part-{}.parquet", Uuid::new_v4()));
         let schema = self.schema();
         let reported = Arc::clone(&schema);
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let rows_written = MetricBuilder::new(&self.metrics).counter("rows_written", partition);
+        let write_time = MetricBuilder::new(&self.metrics).subset_time("write_time", partition);
         let written = async move {
             // Not synced: the part is copied into the output file, which is.
-            let rows = write_unsynced(input, &path).await?;
-            Ok(RecordBatch::try_new(
+            let rows = write_unsynced_timed(input, &path, &write_time).await?;
+            rows_written.add(usize::try_from(rows).unwrap_or(usize::MAX));
+            let report = RecordBatch::try_new(
                 reported,
                 vec![
                     Arc::new(StringArray::from(vec![path.to_string_lossy().to_string()])),
                     Arc::new(UInt64Array::from(vec![rows])),
                 ],
-            )?)
+            )?;
+            baseline.record_output(report.num_rows());
+            baseline.done();
+            Ok(report)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::once(written))))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 }
 
@@ -345,6 +365,23 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         assert_eq!(names, ["matched.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn a_parts_writer_counts_the_rows_it_wrote_and_the_parts_it_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = vec![vec![batch(0, 5)], vec![], vec![batch(5, 3), batch(8, 4)]];
+        let input = MemorySourceConfig::try_new_exec(&partitions, schema(), None).unwrap();
+        let parts = Arc::new(ParquetPartsExec::new(input, dir.path().to_path_buf()));
+        let ctx = SessionContext::new();
+        for p in 0..3 {
+            datafusion::physical_plan::common::collect(parts.execute(p, ctx.task_ctx()).unwrap()).await.unwrap();
+        }
+        let metrics = parts.metrics().unwrap();
+        let sum = |name: &str| metrics.sum_by_name(name).map(|v| v.as_usize());
+        assert_eq!(sum("rows_written"), Some(12));
+        assert_eq!(metrics.output_rows(), Some(3));
+        assert!(sum("write_time").is_some_and(|nanos| nanos > 0));
     }
 
     #[tokio::test]
