@@ -76,12 +76,17 @@ def plan(kind):
     return cells
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def free_ports(n):
+    """`n` distinct ports free at the time of asking (held open together so none repeats)."""
+    held = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+    ports = [s.getsockname()[1] for s in held]
+    for s in held:
+        s.close()
+    return ports
 
 
 def peak_rss_mib(pid):
@@ -132,8 +137,7 @@ class Daemon:
     def __init__(self, kallad, data_dir, out_dir, executors, memory_limit):
         self.logs = tempfile.mkdtemp(prefix="kalla-bench-logs-")
         self.out_dir = out_dir
-        self.http = free_port()
-        grpc = free_port()
+        self.http, grpc = free_ports(2)
         mode = "cluster" if executors else "local"
         args = [kallad, "scheduler", "--http-port", str(self.http), "--grpc-port", str(grpc), "--mode", mode,
                 "--data-dir", data_dir, "--output-dir", out_dir, "--max-concurrent-jobs", "1"]
@@ -144,14 +148,28 @@ class Daemon:
                                           stderr=open(os.path.join(self.logs, "scheduler.log"), "w"), env=env)
         self.executors = []
         self.wait_for(lambda: self.get_raw("/health") is not None, "the scheduler did not start")
-        for i in range(executors):
-            self.executors.append(subprocess.Popen(
+
+        def executor(i):
+            # A port another process took between asking and binding makes the executor exit
+            # (with an error naming the port); it is started again on new ports, twice at most.
+            flight, grpc_e = free_ports(2)
+            return subprocess.Popen(
                 [kallad, "executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", str(grpc),
-                 "--flight-port", str(free_port()), "--grpc-port", str(free_port()),
+                 "--flight-port", str(flight), "--grpc-port", str(grpc_e),
                  "--concurrent-tasks", "1", "--work-dir", os.path.join(self.logs, f"work{i}")],
-                stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.logs, f"executor{i}.log"), "w"), env=env))
-        self.wait_for(lambda: len(self.get("/api/cluster")["executors"]) == executors,
-                      f"the {mode} configuration did not come up")
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.logs, f"executor{i}.log"), "a"), env=env)
+
+        self.executors = [executor(i) for i in range(executors)]
+        restarts = [0] * executors
+
+        def up():
+            for i, e in enumerate(self.executors):
+                if e.poll() is not None and restarts[i] < 2:
+                    restarts[i] += 1
+                    self.executors[i] = executor(i)
+            return len(self.get("/api/cluster")["executors"]) == executors
+
+        self.wait_for(up, f"the {mode} configuration did not come up")
 
     def wait_for(self, ready, what):
         deadline = time.time() + 60

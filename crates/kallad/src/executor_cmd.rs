@@ -107,6 +107,14 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
         slots = settings.concurrent_tasks,
         "kallad executor starting"
     );
+    // Ballista logs a server that cannot bind and then stops as if the scheduler had gone; a
+    // port in use is the operator's to fix, so say so first.
+    for (flag, port) in [("--flight-port", settings.flight_port), ("--grpc-port", settings.grpc_port)] {
+        if let Err(e) = std::net::TcpListener::bind((settings.bind_host.as_str(), port)) {
+            tracing::error!(error = %e, "cannot listen on {}:{port} ({flag})", settings.bind_host);
+            return ExitCode::from(2);
+        }
+    }
     let asked = AtomicBool::new(false);
     tokio::select! {
         result = run(settings) => match result {
@@ -118,7 +126,10 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
             // start another in the same process: exit with an error so a supervisor restarts it
             // (it then waits for the scheduler).
             Ok(()) => {
-                tracing::error!("the executor stopped without being asked (the scheduler is unreachable); exiting so it can be restarted");
+                tracing::error!(
+                    "the executor stopped without being asked (the scheduler became unreachable, or one of its \
+                     servers failed: Ballista's reason is logged above); exiting so it can be restarted"
+                );
                 ExitCode::from(1)
             }
             Err(e) => {

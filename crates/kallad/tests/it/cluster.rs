@@ -225,6 +225,27 @@ fn assert_same_as_local(what: &str, local: &Daemon, reference: &[Value], c: &Clu
 }
 
 #[test]
+fn an_executor_whose_port_is_taken_exits_with_an_error_naming_the_port() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let work = tempfile::tempdir().unwrap();
+    for (flag, other) in [("--flight-port", "--grpc-port"), ("--grpc-port", "--flight-port")] {
+        // No scheduler is needed: the ports are checked before the executor looks for one.
+        let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
+            .args(["executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &free_port().to_string()])
+            .args([flag, &taken.to_string(), other, &free_port().to_string()])
+            .arg("--work-dir")
+            .arg(work.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{log}");
+        assert!(log.contains(&format!("cannot listen on 127.0.0.1:{taken} ({flag})")), "{log}");
+    }
+    drop(held);
+}
+
+#[test]
 fn executors_join_and_leave_a_running_scheduler() {
     let data = tempfile::tempdir().unwrap();
     let mut c = Cluster::start(data.path(), 0, &["--executor-timeout", "7s"], &[]);
