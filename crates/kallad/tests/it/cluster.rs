@@ -241,6 +241,8 @@ fn an_executor_whose_port_is_taken_exits_with_an_error_naming_the_port() {
         let log = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{log}");
         assert!(log.contains(&format!("cannot listen on 127.0.0.1:{taken} ({flag})")), "{log}");
+        // Logs written to a pipe or a file carry no terminal colour codes.
+        assert!(!log.contains('\u{1b}'), "{log}");
     }
     drop(held);
 }
