@@ -135,6 +135,7 @@ impl ExecutionPlan for ParquetPartsExec {
         let written = async move {
             // Not synced: the part is copied into the output file, which is.
             let rows = write_unsynced_timed(input, &path, &write_time).await?;
+            baseline.elapsed_compute().add(&write_time);
             rows_written.add(usize::try_from(rows).unwrap_or(usize::MAX));
             let report = RecordBatch::try_new(
                 reported,
@@ -382,6 +383,7 @@ mod tests {
         assert_eq!(sum("rows_written"), Some(12));
         assert_eq!(metrics.output_rows(), Some(3));
         assert!(sum("write_time").is_some_and(|nanos| nanos > 0));
+        assert_eq!(metrics.elapsed_compute(), sum("write_time"));
     }
 
     #[tokio::test]

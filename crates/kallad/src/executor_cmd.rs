@@ -109,12 +109,18 @@ pub(crate) async fn run_executor(args: ExecutorArgs) -> ExitCode {
     );
     // Ballista logs a server that cannot bind and then stops as if the scheduler had gone; a
     // port in use is the operator's to fix, so say so first.
+    // Both held at once, so the same port given for both is refused too.
+    let mut probes = Vec::with_capacity(2);
     for (flag, port) in [("--flight-port", settings.flight_port), ("--grpc-port", settings.grpc_port)] {
-        if let Err(e) = std::net::TcpListener::bind((settings.bind_host.as_str(), port)) {
-            tracing::error!(error = %e, "cannot listen on {}:{port} ({flag})", settings.bind_host);
-            return ExitCode::from(2);
+        match std::net::TcpListener::bind((settings.bind_host.as_str(), port)) {
+            Ok(listener) => probes.push(listener),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen on {}:{port} ({flag})", settings.bind_host);
+                return ExitCode::from(2);
+            }
         }
     }
+    drop(probes);
     let asked = AtomicBool::new(false);
     tokio::select! {
         result = run(settings) => match result {

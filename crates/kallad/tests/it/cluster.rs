@@ -245,6 +245,18 @@ fn an_executor_whose_port_is_taken_exits_with_an_error_naming_the_port() {
         assert!(!log.contains('\u{1b}'), "{log}");
     }
     drop(held);
+    // The same free port for both: the second is refused.
+    let port = free_port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
+        .args(["executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &free_port().to_string()])
+        .args(["--flight-port", &port, "--grpc-port", &port])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port} (--grpc-port)")), "{log}");
 }
 
 #[test]
