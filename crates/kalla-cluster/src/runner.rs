@@ -440,14 +440,20 @@ fn key_broadcast_session(ctx: &SessionContext) -> Result<SessionContext, DataFus
     let mut state = ctx.state();
     let options = state.config_mut().options_mut();
     options.optimizer.hash_join_single_partition_threshold = kalla_core::session::CLUSTER_KEY_BROADCAST_BYTES;
+    set_ballista_broadcast_bytes(options, kalla_core::session::CLUSTER_KEY_BROADCAST_BYTES)?;
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// Sets the size under which Ballista's planner broadcasts a join side (registering Ballista's
+/// settings in `options` when they are not there yet).
+fn set_ballista_broadcast_bytes(
+    options: &mut datafusion::common::config::ConfigOptions,
+    bytes: usize,
+) -> Result<(), DataFusionError> {
     if options.extensions.get::<ballista_core::config::BallistaConfig>().is_none() {
         options.extensions.insert(ballista_core::config::BallistaConfig::default());
     }
-    options.set(
-        ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES,
-        &kalla_core::session::CLUSTER_KEY_BROADCAST_BYTES.to_string(),
-    )?;
-    Ok(SessionContext::new_with_state(state))
+    options.set(ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES, &bytes.to_string())
 }
 
 #[cfg(test)]
@@ -518,14 +524,7 @@ pub fn apply_cluster_session_settings(ctx: &SessionContext, target_partitions: u
     kalla_core::session::apply_cluster_settings(ctx, target_partitions);
     let state = ctx.state_ref();
     let mut state = state.write();
-    let options = state.config_mut().options_mut();
-    if options.extensions.get::<ballista_core::config::BallistaConfig>().is_none() {
-        options.extensions.insert(ballista_core::config::BallistaConfig::default());
-    }
-    options.set(
-        ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES,
-        &kalla_core::session::CLUSTER_BROADCAST_BYTES.to_string(),
-    )
+    set_ballista_broadcast_bytes(state.config_mut().options_mut(), kalla_core::session::CLUSTER_BROADCAST_BYTES)
 }
 
 #[cfg(test)]

@@ -165,7 +165,7 @@ impl PlannedJob {
                 Ok(crate::remote::merged(schema, runner.execute(label.to_string(), plan, ctx.clone()).await?))
             }
             _ => {
-                let stream = datafusion::physical_plan::execute_stream(plan.clone(), self.ctx.task_ctx())?;
+                let stream = datafusion::physical_plan::execute_stream(plan.clone(), ctx.task_ctx())?;
                 Ok(if tracing::enabled!(tracing::Level::DEBUG) {
                     log_metrics_at_end(label, plan, stream)
                 } else {

@@ -224,22 +224,29 @@ fn assert_same_as_local(what: &str, local: &Daemon, reference: &[Value], c: &Clu
     }
 }
 
+/// Starts an executor on `flight` and `grpc` (no scheduler is needed: the ports are checked
+/// before it looks for one), expects it to refuse with exit code 2, and returns its log.
+fn refused_executor(flight: &str, grpc: &str, work: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
+        .args(["executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &free_port().to_string()])
+        .args(["--flight-port", flight, "--grpc-port", grpc])
+        .arg("--work-dir")
+        .arg(work)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    log
+}
+
 #[test]
 fn an_executor_whose_port_is_taken_exits_with_an_error_naming_the_port() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken = held.local_addr().unwrap().port();
+    let taken = held.local_addr().unwrap().port().to_string();
     let work = tempfile::tempdir().unwrap();
-    for (flag, other) in [("--flight-port", "--grpc-port"), ("--grpc-port", "--flight-port")] {
-        // No scheduler is needed: the ports are checked before the executor looks for one.
-        let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
-            .args(["executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &free_port().to_string()])
-            .args([flag, &taken.to_string(), other, &free_port().to_string()])
-            .arg("--work-dir")
-            .arg(work.path())
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{log}");
+    let free = free_port().to_string();
+    for (flag, flight, grpc) in [("--flight-port", &taken, &free), ("--grpc-port", &free, &taken)] {
+        let log = refused_executor(flight, grpc, work.path());
         assert!(log.contains(&format!("cannot listen on 127.0.0.1:{taken} ({flag})")), "{log}");
         // Logs written to a pipe or a file carry no terminal colour codes.
         assert!(!log.contains('\u{1b}'), "{log}");
@@ -247,15 +254,7 @@ fn an_executor_whose_port_is_taken_exits_with_an_error_naming_the_port() {
     drop(held);
     // The same free port for both: the second is refused.
     let port = free_port().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
-        .args(["executor", "--scheduler-host", "127.0.0.1", "--scheduler-port", &free_port().to_string()])
-        .args(["--flight-port", &port, "--grpc-port", &port])
-        .arg("--work-dir")
-        .arg(work.path())
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{log}");
+    let log = refused_executor(&port, &port, work.path());
     assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port} (--grpc-port)")), "{log}");
 }
 
