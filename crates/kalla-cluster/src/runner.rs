@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 const STATUS_TICK: Duration = Duration::from_millis(100);
 /// How many times a dropped job's Ballista job is cancelled before giving up (one per tick).
 const CANCEL_ATTEMPTS: usize = 300;
+/// How many times a plan runs at most when its results, though computed, cannot be fetched.
+const RESULT_ATTEMPTS: usize = 3;
 /// Largest Flight message accepted when fetching results.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -387,7 +389,75 @@ async fn fetch(location: PartitionLocation) -> Result<SendableRecordBatchStream,
         .map_err(|e| DataFusionError::Execution(format!("cannot fetch a result partition from {}: {e}", meta.id)))
 }
 
+/// Fetches every final partition at once (decoding one overlaps with transferring the others and
+/// with the caller's work). With `buffered`, each is read to its end here, so that an executor
+/// lost while its rows travel fails this call (which can be retried) rather than the caller's
+/// read of the stream.
+async fn fetch_all(
+    locations: Vec<PartitionLocation>,
+    buffered: bool,
+) -> Result<Vec<SendableRecordBatchStream>, DataFusionError> {
+    let streams = futures::future::try_join_all(locations.into_iter().map(fetch)).await?;
+    if !buffered {
+        return Ok(streams);
+    }
+    futures::future::try_join_all(streams.into_iter().map(|stream| async move {
+        let schema = stream.schema();
+        let batches = datafusion::physical_plan::common::collect(stream).await?;
+        let stream = datafusion::physical_plan::memory::MemoryStream::try_new(batches, schema, None)?;
+        Ok::<SendableRecordBatchStream, DataFusionError>(Box::pin(stream))
+    }))
+    .await
+}
+
+/// Where the final partitions are, one `host:port` (Flight) per line: what a test stopped at the
+/// `before-fetch` pause point learns.
+fn holders(locations: &[PartitionLocation]) -> String {
+    locations.iter().filter_map(|l| l.executor_meta.as_ref().map(|m| format!("{}:{}\n", m.host, m.port))).collect()
+}
+
+impl ClusterRunner {
+    /// Submits `plan` as one Ballista job and waits for it; the job and its final partitions'
+    /// locations.
+    async fn submit_and_wait(
+        scheduler: &Arc<EmbeddedScheduler>,
+        run_id: &str,
+        label: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        ctx: &SessionContext,
+        cluster_wait: Duration,
+        jobs: &Mutex<Vec<Submitted>>,
+    ) -> Result<(JobId, Vec<PartitionLocation>), DataFusionError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let job_id = scheduler
+            .server()
+            .submit_physical_plan(&format!("{run_id}: {label}"), Arc::new(ctx.clone()), plan, Some(tx))
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("{label}: Ballista refused the plan: {e}")))?;
+        tracing::info!(job_id = %job_id, plan = %label, "submitted to the cluster");
+        let ended = Arc::new(AtomicBool::new(false));
+        jobs.lock().unwrap_or_else(|p| p.into_inner()).push((job_id.clone(), Arc::clone(&ended)));
+        let mut guard = CancelOnDrop { scheduler: Arc::clone(scheduler), job_id: Some(job_id.clone()) };
+        let outcome = Self::wait(scheduler, &job_id, label, cluster_wait, rx).await;
+        ended.store(true, Ordering::SeqCst);
+        // Ended: nothing to cancel any more (a failed wait keeps the guard armed, so a job
+        // given up for lack of executors is cancelled).
+        let locations = outcome?;
+        guard.job_id = None;
+        Ok((job_id, final_partitions(locations, label)?))
+    }
+}
+
 impl PlanRunner for ClusterRunner {
+    /// Runs `plan` as a Ballista job and fetches its final partitions. When they cannot be
+    /// fetched although the job succeeded (the executor holding them was lost in between, or
+    /// while they travelled), the plan runs again as a new Ballista job, up to
+    /// [`RESULT_ATTEMPTS`] times in all: a rerun is safe, since a plan only reads its sources
+    /// (Postgres in the job's snapshot) and writes parts under fresh names, of which only those
+    /// the final partitions report are used. With `--cluster-outputs parts` every result is
+    /// small (a check's counts, a part's report) and is read to its end before it is returned;
+    /// with `fetch`, output rows stream to the caller, and a loss after the first bytes arrived
+    /// fails the job.
     fn execute(
         &self,
         label: String,
@@ -398,27 +468,28 @@ impl PlanRunner for ClusterRunner {
         let run_id = self.run_id.clone();
         let cluster_wait = self.cluster_wait;
         let jobs = Arc::clone(&self.jobs);
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let buffered = self.outputs == ClusterOutputs::Parts;
         Box::pin(async move {
-            let job_id = scheduler
-                .server()
-                .submit_physical_plan(&format!("{run_id}: {label}"), Arc::new(ctx), plan, Some(tx))
-                .await
-                .map_err(|e| DataFusionError::Execution(format!("{label}: Ballista refused the plan: {e}")))?;
-            tracing::info!(job_id = %job_id, plan = %label, "submitted to the cluster");
-            let ended = Arc::new(AtomicBool::new(false));
-            jobs.lock().unwrap_or_else(|p| p.into_inner()).push((job_id.clone(), Arc::clone(&ended)));
-            let mut guard = CancelOnDrop { scheduler: Arc::clone(&scheduler), job_id: Some(job_id.clone()) };
-            let outcome = Self::wait(&scheduler, &job_id, &label, cluster_wait, rx).await;
-            ended.store(true, Ordering::SeqCst);
-            // Ended: nothing to cancel any more (a failed wait keeps the guard armed, so a job
-            // given up for lack of executors is cancelled).
-            let locations = outcome?;
-            guard.job_id = None;
-            let locations = final_partitions(locations, &label)?;
-            // Every partition is fetched at once: decoding one overlaps with transferring the
-            // others and with the caller's writing.
-            futures::future::try_join_all(locations.into_iter().map(fetch)).await
+            let mut attempt = 1;
+            loop {
+                let (job_id, locations) =
+                    Self::submit_and_wait(&scheduler, &run_id, &label, Arc::clone(&plan), &ctx, cluster_wait, &jobs)
+                        .await?;
+                kalla_core::fault::pause_point("before-fetch", &holders(&locations)).await;
+                match fetch_all(locations, buffered).await {
+                    Ok(streams) => return Ok(streams),
+                    Err(e) if attempt < RESULT_ATTEMPTS => {
+                        tracing::warn!(
+                            plan = %label, attempt, error = %e,
+                            "the cluster job succeeded but its results could not be fetched; running the plan again"
+                        );
+                        // The superseded job no longer counts towards the run's progress.
+                        jobs.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != job_id);
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
     }
 

@@ -14,6 +14,10 @@
 //!   process that holds it in the middle of the job;
 //! - `pause`: writes `<dir>/paused-<pid>` and blocks the task until a test removes that file
 //!   (meanwhile the test can break something under the task, e.g. its Postgres connection).
+//!
+//! The same budgets arm [`pause_point`]s in the scheduler's own code, where no SQL runs: a test
+//! stops a run between two steps (e.g. after a Ballista job succeeded, before its results are
+//! fetched) to break something in between.
 
 use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::datatypes::DataType;
@@ -34,6 +38,29 @@ pub fn fault_udf_from_env() -> Option<ScalarUDF> {
         dir: PathBuf::from(dir),
         signature: Signature::any(2, Volatility::Volatile),
     }))
+}
+
+/// How long a [`pause_point`] waits for the test at most.
+const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Stops here when a test armed `point`: with [`FAULTS_ENV`] set and a token left in
+/// `<dir>/<point>/`, takes the token, writes `detail` to `<dir>/<point>-<pid>` and waits until the
+/// test removes that file (at most two minutes). Returns at once otherwise (always, in production:
+/// the variable is never set there).
+pub async fn pause_point(point: &str, detail: &str) {
+    let Some(dir) = std::env::var_os(FAULTS_ENV).map(PathBuf::from) else { return };
+    if !take_token(&dir.join(point)) {
+        return;
+    }
+    let marker = dir.join(format!("{point}-{}", std::process::id()));
+    if std::fs::write(&marker, detail).is_err() {
+        return;
+    }
+    tracing::warn!(point, "paused by the test hook {FAULTS_ENV}");
+    let deadline = std::time::Instant::now() + PAUSE_LIMIT;
+    while marker.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]

@@ -6,7 +6,8 @@
 //! gives exactly the local-mode outputs on one and two executors at 1 and 7 partitions; every row
 //! of a many-partition Postgres table and of a many-file CSV directory is read once; faults
 //! injected through `kalla_test_fault` (a task failing once, an executor SIGKILLed in the middle
-//! of a job, every executor gone) end as SPEC 7 says; cancellation stops the executors' Postgres
+//! of a job, every executor gone) end as SPEC 7 says, and so does an executor lost between its
+//! job's success and the fetch of its results (a pause point in the scheduler); cancellation stops the executors' Postgres
 //! reads; no password reaches any process's log.
 
 use crate::callbacks::Receiver;
@@ -590,40 +591,53 @@ fn submit_held(c: &Cluster, faults: &Path, job: &Value) -> (String, usize) {
     (job["run_id"].as_str().unwrap().to_string(), holder)
 }
 
+/// 60,000 invoice ids in 6 CSV files, a third of them paid: the data of the fault tests.
+fn write_paid_third(data: &Path) {
+    std::fs::create_dir_all(data.join("inv")).unwrap();
+    for f in 0..6 {
+        let text: String = std::iter::once("id,amount\n".to_string())
+            .chain((1..=60_000).filter(|id| id % 6 == f).map(|id| format!("{id},{}.00\n", id % 500)))
+            .collect();
+        std::fs::write(data.join(format!("inv/part{f}.csv")), text).unwrap();
+    }
+    let pay: String = std::iter::once("pid,inv,amount\n".to_string())
+        .chain((1..=60_000).filter(|id| id % 3 == 0).map(|id| format!("{},{id},{}.00\n", id + 1_000_000, id % 500)))
+        .collect();
+    std::fs::write(data.join("pay.csv"), pay).unwrap();
+}
+
+/// A job over [`write_paid_third`]'s data whose match calls `kalla_test_fault(fault, …)` for
+/// every batch (with an empty budget the function lets every row through).
+fn paid_third_job(callback: Option<String>, fault: &str) -> Value {
+    json!({
+        "run_id": uuid::Uuid::new_v4().to_string(),
+        "callback_url": callback,
+        "match_sql": format!(
+            "SELECT i.id, p.pid FROM i JOIN p ON i.id = p.inv AND tolerance_match(i.amount, p.amount, 0.01) \
+             WHERE kalla_test_fault('{fault}', i.id)"
+        ),
+        "sources": [
+            {"alias": "i", "uri": "inv", "primary_key": ["id"], "schema": {"amount": "decimal(12,2)"}},
+            {"alias": "p", "uri": "pay.csv", "primary_key": ["pid"], "schema": {"amount": "decimal(12,2)"}}
+        ],
+        "output_path": format!("faults/{}", uuid::Uuid::new_v4())
+    })
+}
+
+/// The exact counts of [`paid_third_job`].
+fn paid_third_counts() -> Value {
+    json!({"total": {"i": 60000, "p": 20000}, "matched": 20000, "unmatched": {"i": 40000, "p": 0}})
+}
+
 #[test]
 fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_the_job() {
     let faults = tempfile::tempdir().unwrap();
     let env = [("KALLA_TEST_FAULTS", faults.path().to_str().unwrap())];
     let data = tempfile::tempdir().unwrap();
-    // 60,000 ids in 6 files, a third of them paid.
-    std::fs::create_dir_all(data.path().join("inv")).unwrap();
-    for f in 0..6 {
-        let text: String = std::iter::once("id,amount\n".to_string())
-            .chain((1..=60_000).filter(|id| id % 6 == f).map(|id| format!("{id},{}.00\n", id % 500)))
-            .collect();
-        std::fs::write(data.path().join(format!("inv/part{f}.csv")), text).unwrap();
-    }
-    let pay: String = std::iter::once("pid,inv,amount\n".to_string())
-        .chain((1..=60_000).filter(|id| id % 3 == 0).map(|id| format!("{},{id},{}.00\n", id + 1_000_000, id % 500)))
-        .collect();
-    std::fs::write(data.path().join("pay.csv"), pay).unwrap();
+    write_paid_third(data.path());
     let receiver = Receiver::start(vec![]);
-    let job = |mode: &str| {
-        json!({
-            "run_id": uuid::Uuid::new_v4().to_string(),
-            "callback_url": format!("http://{}", receiver.addr),
-            "match_sql": format!(
-                "SELECT i.id, p.pid FROM i JOIN p ON i.id = p.inv AND tolerance_match(i.amount, p.amount, 0.01) \
-                 WHERE kalla_test_fault('{mode}', i.id)"
-            ),
-            "sources": [
-                {"alias": "i", "uri": "inv", "primary_key": ["id"], "schema": {"amount": "decimal(12,2)"}},
-                {"alias": "p", "uri": "pay.csv", "primary_key": ["pid"], "schema": {"amount": "decimal(12,2)"}}
-            ],
-            "output_path": format!("faults/{}", uuid::Uuid::new_v4())
-        })
-    };
-    let exact = json!({"total": {"i": 60000, "p": 20000}, "matched": 20000, "unmatched": {"i": 40000, "p": 0}});
+    let job = |mode: &str| paid_third_job(Some(format!("http://{}", receiver.addr)), mode);
+    let exact = paid_third_counts();
     let mut c = Cluster::start_with(
         data.path(),
         2,
@@ -700,6 +714,71 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
         }
         assert!(Instant::now() < deadline, "no error callback for {run_id}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The detail a scheduler stopped at the pause point `point` wrote, once it has stopped; the
+/// marker file to remove to let it go on.
+fn paused_at(dir: &Path, point: &str) -> (String, PathBuf) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with(&format!("{point}-")) {
+                return (std::fs::read_to_string(&path).unwrap(), path);
+            }
+        }
+        assert!(Instant::now() < deadline, "the scheduler never reached {point}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn results_lost_with_their_executor_after_the_job_succeeded_are_computed_again() {
+    let faults = tempfile::tempdir().unwrap();
+    let env = [("KALLA_TEST_FAULTS", faults.path().to_str().unwrap())];
+    let data = tempfile::tempdir().unwrap();
+    write_paid_third(data.path());
+    // Both ways of writing outputs: parts (the results are the parts' reports) and fetch (the
+    // results are the matched rows themselves).
+    for outputs_flag in ["parts", "fetch"] {
+        let mut c = Cluster::start(
+            data.path(),
+            2,
+            &["--mode", "cluster", "--partitions", "4", "--cluster-outputs", outputs_flag],
+            &env,
+        );
+        // The scheduler stops once, after the match's Ballista job succeeded and before it
+        // fetches the results; the executor holding the first of them is SIGKILLed meanwhile.
+        tokens(faults.path(), "before-fetch", 1);
+        let job = paid_third_job(None, "io");
+        assert_eq!(c.d.post("/api/jobs", &job).0, 202);
+        let (holders, marker) = paused_at(faults.path(), "before-fetch");
+        let first: u16 = holders.lines().next().and_then(|l| l.rsplit(':').next()).unwrap().parse().unwrap();
+        let victim = (0..c.executors.len())
+            .find(|i| c.executors[*i].as_ref().is_some_and(|e| e.flight == first))
+            .unwrap_or_else(|| panic!("no executor has Flight port {first}: {holders}"));
+        c.kill(victim);
+        std::fs::remove_file(&marker).unwrap();
+        let s = c.d.wait_final(job["run_id"].as_str().unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            (s["status"].as_str(), s["mode"].as_str()),
+            (Some("succeeded"), Some("cluster")),
+            "{outputs_flag}: {s}"
+        );
+        assert_eq!(s["counts"], paid_third_counts(), "{outputs_flag}");
+        let written: Vec<String> = outputs(&c.d, &s).into_keys().collect();
+        assert_eq!(written, ["matched.parquet", "summary.json", "unmatched_i.parquet", "unmatched_p.parquet"]);
+        let matched = all_rows(&c.d.out.path().join(job["output_path"].as_str().unwrap()).join("matched.parquet"));
+        assert_eq!(matched.len(), 20_000, "{outputs_flag}");
+        assert_eq!(
+            matched.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            20_000,
+            "{outputs_flag}: a row twice"
+        );
+        let logs = c.all_logs();
+        assert_eq!(logs.matches("running the plan again").count(), 1, "{outputs_flag}");
     }
 }
 
