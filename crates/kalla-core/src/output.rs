@@ -144,12 +144,36 @@ impl TmpDir {
     }
 }
 
+/// How often, and how far apart, a temporary directory that could not be removed at once is
+/// tried again: a cancelled cluster job's tasks can still be creating parts in it for a moment
+/// (each removal then meets a file it did not list, and fails), until their executors abort them.
+const REMOVE_ATTEMPTS: u32 = 20;
+const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Drop for TmpDir {
     fn drop(&mut self) {
-        if !self.committed
-            && self.path.exists()
-            && let Err(e) = std::fs::remove_dir_all(&self.path)
-        {
+        if self.committed || !self.path.exists() {
+            return;
+        }
+        if std::fs::remove_dir_all(&self.path).is_ok() {
+            return;
+        }
+        let path = self.path.clone();
+        let retry = move || {
+            let mut last = None;
+            for _ in 0..REMOVE_ATTEMPTS {
+                std::thread::sleep(REMOVE_PAUSE);
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                    Err(e) => last = Some(e),
+                }
+            }
+            if let Some(e) = last {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove temporary output directory");
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("kalla-tmp-cleanup".into()).spawn(retry) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temporary output directory");
         }
     }
@@ -235,5 +259,38 @@ mod tests {
         assert!(ok.tmp_dir.ends_with(format!("empty.tmp-{id}")));
         let nested = resolve_output(root.path(), "2026-01/run", id).unwrap();
         assert_eq!(nested.final_dir, root.path().canonicalize().unwrap().join("2026-01/run"));
+    }
+
+    /// A cancelled cluster job's tasks may still be creating parts in the temporary directory
+    /// while it is removed; the removal goes on until they have stopped.
+    #[test]
+    fn a_temporary_directory_written_into_while_it_is_dropped_is_still_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let out = resolve_output(root.path(), "run", Uuid::nil()).unwrap();
+        let tmp = TmpDir::create(&out).unwrap();
+        let parts = tmp.path().join(".parts-matched.parquet");
+        std::fs::create_dir(&parts).unwrap();
+        let started = std::time::Instant::now();
+        let writer = std::thread::spawn(move || {
+            // As an executor does: new files in the parts directory, until it is gone (or 1 s).
+            let mut i = 0u64;
+            while started.elapsed() < std::time::Duration::from_secs(1)
+                && std::fs::write(parts.join(format!("part-{i}.parquet")), b"x").is_ok()
+            {
+                i += 1;
+            }
+            i
+        });
+        while std::fs::read_dir(tmp.path().join(".parts-matched.parquet")).map_or(0, |d| d.count()) < 100 {
+            std::thread::yield_now();
+        }
+        drop(tmp);
+        let written = writer.join().unwrap();
+        assert!(written >= 100, "{written}");
+        let deadline = std::time::Instant::now() + REMOVE_PAUSE * (REMOVE_ATTEMPTS + 2);
+        while out.tmp_dir.exists() {
+            assert!(std::time::Instant::now() < deadline, "{} is still there", out.tmp_dir.display());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
