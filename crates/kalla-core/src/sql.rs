@@ -6,8 +6,72 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use kalla_recipe::{ErrorCode, KallaError};
 
+/// Most query blocks (`SELECT`s: the main query, each CTE, subquery and set operation branch)
+/// `match_sql` may have. See [`check_size`].
+pub const MAX_QUERY_BLOCKS: usize = 100;
+/// Most joins (`JOIN`) `match_sql` may have.
+pub const MAX_JOINS: usize = 100;
+/// Most binary operators (`AND`, `OR`, comparisons, arithmetic, `||`) `match_sql` may have.
+pub const MAX_OPERATORS: usize = 1000;
+
+/// Refuses a `match_sql` too large to plan safely, counted on its tokens before anything parses
+/// it. The SQL parser builds chains of set operations, joins, CTEs and binary operators without a
+/// depth limit, and planning them recurses once per link: measured on a 2 MiB stack (a daemon
+/// thread's), 1,000 CTEs each reading the previous one or 2,000 `OR`ed comparisons overflow it,
+/// which kills the process; 300 joins take 17 s to plan, blocking a thread. The limits stay far
+/// below those (100 query blocks plan in 0.2 s, 1,000 operators in 0.7 s, 100 joins in 0.8 s)
+/// and far above a reconciliation's needs. A query that does not tokenize is left to the parser,
+/// which explains the error.
+fn check_size(sql: &str) -> Result<(), KallaError> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
+    let (mut blocks, mut joins, mut operators) = (0usize, 0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::Word(w) => match w.keyword {
+                Keyword::SELECT => blocks += 1,
+                Keyword::JOIN => joins += 1,
+                Keyword::AND | Keyword::OR => operators += 1,
+                _ => {}
+            },
+            Token::DoubleEq
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::DuckIntDiv
+            | Token::Mod
+            | Token::StringConcat => operators += 1,
+            _ => {}
+        }
+    }
+    for (count, max, what) in [
+        (blocks, MAX_QUERY_BLOCKS, "query blocks (SELECT)"),
+        (joins, MAX_JOINS, "joins"),
+        (operators, MAX_OPERATORS, "operators (AND, OR, comparisons, arithmetic)"),
+    ] {
+        if count > max {
+            return Err(KallaError::at(
+                ErrorCode::InvalidSql,
+                "match_sql",
+                format!("match_sql has {count} {what}; at most {max} are accepted"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses `sql` and returns its one statement if it is a query (SELECT / WITH / set operation).
 pub fn parse_match_sql(sql: &str) -> Result<Statement, KallaError> {
+    check_size(sql)?;
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
         KallaError::at(ErrorCode::InvalidSql, "match_sql", format!("match_sql does not parse: {}", strip_df_prefix(&e)))
     })?;
@@ -113,6 +177,45 @@ mod tests {
             let e = parse_match_sql(sql).unwrap_err();
             assert_eq!(e.code, ErrorCode::ForbiddenStatement, "{sql}: {e:?}");
         }
+    }
+
+    /// The chains that would overflow a thread's stack or take seconds to plan are refused
+    /// before they are parsed; the same shapes at the limit are admitted.
+    #[test]
+    fn queries_past_the_size_limits_are_refused_before_they_are_parsed() {
+        let unions = |n: usize| format!("SELECT a.id FROM a{}", " UNION ALL SELECT a.id FROM a".repeat(n - 1));
+        let ctes = |n: usize| {
+            let chain: Vec<String> = (1..n).map(|i| format!("c{i} AS (SELECT id FROM c{})", i - 1)).collect();
+            format!("WITH c0 AS (SELECT id FROM a), {} SELECT id FROM c{}", chain.join(", "), n - 1)
+        };
+        let joins = |n: usize| {
+            let chain: Vec<String> = (0..n).map(|i| format!("JOIN a a{i} ON a{i}.id = a.id")).collect();
+            format!("SELECT a.id FROM a {}", chain.join(" "))
+        };
+        let ors = |n: usize| {
+            let chain: Vec<String> = (0..n).map(|i| format!("a.id > {i}")).collect();
+            format!("SELECT a.id FROM a WHERE {}", chain.join(" OR "))
+        };
+        let cases = [
+            // (query at the limit, one over it, what the message names)
+            (unions(MAX_QUERY_BLOCKS), unions(MAX_QUERY_BLOCKS + 1), "101 query blocks (SELECT); at most 100"),
+            // Each CTE has its SELECT, and so has the main query.
+            (ctes(MAX_QUERY_BLOCKS - 1), ctes(MAX_QUERY_BLOCKS), "101 query blocks (SELECT); at most 100"),
+            // Each join has one `=`, and the chain has no other operator.
+            (joins(MAX_JOINS), joins(MAX_JOINS + 1), "101 joins; at most 100"),
+            // n comparisons and n - 1 ORs.
+            (ors(500), ors(501), "1001 operators"),
+        ];
+        for (at_limit, over, message) in cases {
+            assert!(parse_match_sql(&at_limit).is_ok(), "{at_limit:.80}");
+            let e = parse_match_sql(&over).unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidSql, Some("match_sql")), "{e:?}");
+            assert!(e.message.contains(message), "{}", e.message);
+        }
+        // A chain far past the limits (it would overflow a 2 MiB stack when planned, and its
+        // syntax tree when dropped) is refused on its tokens alone.
+        let e = parse_match_sql(&unions(50_000)).unwrap_err();
+        assert!(e.message.contains("50000 query blocks"), "{}", e.message);
     }
 
     #[test]

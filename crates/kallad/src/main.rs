@@ -44,7 +44,11 @@ fn main() -> ExitCode {
         eprintln!("kallad: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Planning recurses once per link of a query's chains (joins, set operations, CTEs,
+    // operators); `match_sql` is capped below what a 2 MiB thread survives (kalla-core `sql.rs`),
+    // and the threads get the 8 MiB of a main thread on top, as a margin. Only touched pages
+    // cost memory.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(8 << 20).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kallad: cannot start the async runtime: {e}");

@@ -421,6 +421,44 @@ fn validate_describes_the_job_or_refuses_it_like_submit() {
     assert_eq!((code, e["error"]["code"].as_str()), (422, Some("untraceable_key")), "{e}");
 }
 
+/// SQL chains deep enough to overflow a daemon thread's stack while planned (or to take
+/// seconds planning) are refused on their size; the same shapes at the limits plan in time; the
+/// daemon lives through all of them.
+#[test]
+fn match_sql_at_the_size_limits_plans_and_past_them_is_refused_while_the_daemon_lives() {
+    let d = Daemon::start(&examples(), &[]);
+    let job = |sql: String| {
+        let mut j = example_job();
+        j["match_sql"] = json!(sql);
+        // Only the invoices' key is traced; payments are counted.
+        j["sources"][1].as_object_mut().unwrap().remove("primary_key");
+        j
+    };
+    let select = "SELECT i.invoice_id FROM invoices i";
+    let unions = |n: usize| format!("{select}{}", format!(" UNION ALL {select}").repeat(n - 1));
+    let ctes = (1..99).map(|k| format!("c{k} AS (SELECT invoice_id FROM c{})", k - 1)).collect::<Vec<_>>();
+    let ctes = format!("WITH c0 AS (SELECT invoice_id FROM invoices), {} SELECT invoice_id FROM c98", ctes.join(", "));
+    let joins = (0..100).map(|k| format!("JOIN invoices i{k} ON i{k}.invoice_id = i.invoice_id")).collect::<Vec<_>>();
+    let joins = format!("{select} {}", joins.join(" "));
+    let ors = (0..500).map(|k| format!("i.amount > {k}")).collect::<Vec<_>>();
+    let ors = format!("{select} WHERE {}", ors.join(" OR "));
+    for (what, sql) in [("100 unions", unions(100)), ("99 CTEs", ctes), ("100 joins", joins), ("999 operators", ors)] {
+        let started = Instant::now();
+        let (code, plan) = d.post("/api/jobs/validate", &job(sql));
+        assert_eq!(code, 200, "{what}: {plan}");
+        assert_eq!(plan["key_columns"], json!({"invoices": ["invoice_id"]}), "{what}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{what} took {:?}", started.elapsed());
+    }
+    // 30,000 set operations: far past the limit, and far past what a thread's stack survives.
+    for path in ["/api/jobs/validate", "/api/jobs"] {
+        let deep = format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(29_999));
+        let (code, e) = d.post(path, &job(deep));
+        assert_eq!((code, e["error"]["code"].as_str()), (422, Some("invalid_sql")), "{path}: {e}");
+        assert_eq!(e["error"]["message"], "match_sql has 30000 query blocks (SELECT); at most 100 are accepted");
+    }
+    assert_eq!(d.get("/health").0, 200);
+}
+
 #[test]
 fn the_openapi_document_describes_the_api_and_its_error_codes() {
     let d = Daemon::start(&examples(), &[]);
