@@ -16,7 +16,8 @@ use std::time::Duration;
 /// Parses `--callback-secret`: `whsec_<base64 key>`.
 pub(crate) fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
     let encoded = text.strip_prefix("whsec_").ok_or("the callback secret must start with whsec_")?;
-    let key = BASE64.decode(encoded).map_err(|e| format!("the callback secret is not base64 after whsec_: {e}"))?;
+    // Not the decoder's message: it quotes a byte of the secret and where it is.
+    let key = BASE64.decode(encoded).map_err(|_| "the callback secret is not valid base64 after whsec_")?;
     if key.is_empty() {
         return Err("the callback secret is empty".into());
     }
@@ -88,8 +89,8 @@ impl Callbacks {
         }
         match request.body(body.to_vec()).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("{url} answered {}", r.status())),
-            Err(e) => Err(format!("{url}: {}", without_url(&e))),
+            Ok(r) => Err(format!("{} answered {}", shown(url), r.status())),
+            Err(e) => Err(format!("{}: {}", shown(url), without_url(&e))),
         }
     }
 
@@ -125,6 +126,36 @@ impl Callbacks {
     }
 }
 
+/// `{callback_url}/{kind}` (SPEC 6): the segment goes at the end of the URL's path, before any
+/// query string (`https://app/hook?t=1` → `https://app/hook/complete?t=1`).
+pub(crate) fn endpoint(url: &str, kind: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.cannot_be_a_base() => {
+            if let Ok(mut segments) = parsed.path_segments_mut() {
+                segments.pop_if_empty().push(kind);
+            }
+            parsed.to_string()
+        }
+        _ => format!("{}/{kind}", url.trim_end_matches('/')),
+    }
+}
+
+/// A callback URL as messages (the status document's `last_error`, the journal, logs) show it:
+/// scheme, host, port and path, never the user, password, query or fragment, which can carry
+/// the receiver's credentials.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            parsed.to_string()
+        }
+        Err(_) => "the callback URL".to_string(),
+    }
+}
+
 /// reqwest errors print the URL; callback URLs are the app's, but keep messages short and free
 /// of query strings.
 fn without_url(e: &reqwest::Error) -> String {
@@ -146,12 +177,50 @@ mod tests {
     fn secrets_and_schedules_parse() {
         assert_eq!(parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap().len(), 24);
         assert!(parse_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
-        assert!(parse_secret("whsec_!!").is_err());
+        assert_eq!(
+            parse_secret("whsec_MfKQ9r8G!YqrTwjU").unwrap_err(),
+            "the callback secret is not valid base64 after whsec_"
+        );
         assert_eq!(
             parse_schedule("0s, 5s,2m").unwrap(),
             vec![Duration::ZERO, Duration::from_secs(5), Duration::from_secs(120)]
         );
         assert!(parse_schedule("0s,soon").is_err());
+    }
+
+    #[test]
+    fn callback_endpoints_go_before_the_query_string() {
+        assert_eq!(endpoint("http://app:3000/api/worker", "complete"), "http://app:3000/api/worker/complete");
+        assert_eq!(endpoint("http://app:3000/api/worker/", "error"), "http://app:3000/api/worker/error");
+        assert_eq!(endpoint("http://app:3000", "progress"), "http://app:3000/progress");
+        assert_eq!(endpoint("https://app/hook?token=t1&x=2", "complete"), "https://app/hook/complete?token=t1&x=2");
+    }
+
+    /// A receiver answering 500 to a URL carrying credentials in its user info and query: the
+    /// error (shown in the status document and the journal, logged) names the receiver without them.
+    #[tokio::test]
+    async fn a_failed_callback_names_its_receiver_without_credentials() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 64 * 1024];
+            let n = conn.read(&mut request).await.unwrap();
+            conn.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&request[..n]).to_string()
+        });
+        let callbacks = Callbacks::new(None, vec![Duration::ZERO]).unwrap();
+        let url = endpoint(&format!("http://hook:S3cret@127.0.0.1:{port}/k?token=T0ken"), "complete");
+        let e = callbacks.attempt(&url, "id", b"{}").await.unwrap_err();
+        assert_eq!(e, format!("http://127.0.0.1:{port}/k/complete answered 500 Internal Server Error"));
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /k/complete?token=T0ken HTTP/1.1"), "{request}");
+        // Nothing listens there any more: the connection error names the receiver the same way.
+        let e = callbacks.attempt(&url, "id", b"{}").await.unwrap_err();
+        assert_eq!(e, format!("http://127.0.0.1:{port}/k/complete: connection failed"));
     }
 
     #[test]

@@ -518,7 +518,7 @@ impl JobManager {
         tokio::spawn(
             async move {
                 let id = format!("{run_id}-{kind}");
-                let target = format!("{}/{kind}", url.trim_end_matches('/'));
+                let target = crate::callbacks::endpoint(&url, kind);
                 let body = serde_json::to_vec(&body).unwrap_or_default();
                 manager.metrics.callbacks_pending.inc();
                 let delivered = manager
@@ -622,7 +622,7 @@ impl JobManager {
         };
         let manager = Arc::clone(self);
         tokio::spawn(async move {
-            let target = format!("{}/progress", url.trim_end_matches('/'));
+            let target = crate::callbacks::endpoint(&url, "progress");
             let id = format!("{run_id}-progress-{}", chrono::Utc::now().timestamp_millis());
             let body = serde_json::to_vec(&body).unwrap_or_default();
             let delivered = manager.config.callbacks.progress(&target, &id, &body).await;
