@@ -11,7 +11,7 @@
 use kalla_recipe::JobStatus;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
@@ -70,11 +70,18 @@ impl Journal {
             if path.extension().and_then(|e| e.to_str()) != Some("jsonl") {
                 continue;
             }
-            let file = std::fs::File::open(&path)?;
+            // Bytes, not lines of text: a line torn in the middle of a UTF-8 character is one bad
+            // line, not a reason to stop reading the journal (and so to refuse to start).
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping an unreadable journal file");
+                    continue;
+                }
+            };
             let mut last: Option<Record> = None;
-            for line in std::io::BufReader::new(file).lines() {
-                let line = line?;
-                match serde_json::from_str::<Record>(&line) {
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<Record>(line) {
                     Ok(r) => last = Some(r),
                     Err(e) => tracing::warn!(file = %path.display(), error = %e, "skipping an unreadable journal line"),
                 }
@@ -113,5 +120,58 @@ pub(crate) fn expired(status: &JobStatus, retention: Duration) -> bool {
             age.to_std().map(|a| a > retention).unwrap_or(false)
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kalla_recipe::{JobState, Mode, Stage};
+
+    fn record(run_id: Uuid, status: JobState, error_text: &str) -> Record {
+        Record {
+            request_sha256: "0".repeat(64),
+            callback_url: None,
+            aliases: vec!["invoices".into()],
+            status: JobStatus {
+                run_id: run_id.to_string(),
+                status,
+                stage: Stage::Matching,
+                progress: 0.5,
+                mode: Mode::Local,
+                counts: None,
+                output_paths: None,
+                callback: None,
+                error: (!error_text.is_empty())
+                    .then(|| kalla_recipe::KallaError::new(kalla_recipe::ErrorCode::Internal, error_text)),
+                submitted_at: "2026-11-24T10:00:00Z".into(),
+                started_at: None,
+                finished_at: None,
+            },
+        }
+    }
+
+    /// A crash while a line was appended leaves it torn, possibly inside a multi-byte character;
+    /// the line before stays in force, and an unreadable file is skipped: the daemon still starts.
+    #[test]
+    fn a_torn_line_or_an_unreadable_file_leaves_the_rest_of_the_journal_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let id = Uuid::from_u128(1);
+        journal.append(id, &record(id, JobState::Queued, "")).unwrap();
+        journal.append(id, &record(id, JobState::Running, "")).unwrap();
+        let torn = serde_json::to_vec(&record(id, JobState::Failed, "colonne « montant » illisible")).unwrap();
+        let cut = torn.iter().position(|b| *b == 0xC2).unwrap() + 1;
+        assert!(std::str::from_utf8(&torn[..cut]).is_err(), "the cut splits a character");
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(format!("{id}.jsonl"))).unwrap();
+        f.write_all(&torn[..cut]).unwrap();
+        // A journal file that cannot be read (here a directory of that name).
+        std::fs::create_dir(dir.path().join(format!("{}.jsonl", Uuid::from_u128(2)))).unwrap();
+        let loaded = journal.load(Duration::from_secs(3600)).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(
+            (loaded[0].status.run_id.as_str(), loaded[0].status.status),
+            (id.to_string().as_str(), JobState::Running)
+        );
     }
 }
