@@ -74,12 +74,12 @@ pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Resul
             ),
         });
     };
-    let oid: i64 = row.get(0);
-    let relkind: String = row.get(1);
-    let info_pages: i64 = row.get(2);
-    let reltuples: f64 = row.get(3);
-    let server_version: i32 = row.get(4);
-    let may_select: bool = row.get(5);
+    let oid: i64 = row.try_get(0).map_err(failed)?;
+    let relkind: String = row.try_get(1).map_err(failed)?;
+    let info_pages: i64 = row.try_get(2).map_err(failed)?;
+    let reltuples: f64 = row.try_get(3).map_err(failed)?;
+    let server_version: i32 = row.try_get(4).map_err(failed)?;
+    let may_select: bool = row.try_get(5).map_err(failed)?;
     if !may_select {
         return Err(ConnectorError::Postgres {
             message: format!(
@@ -90,13 +90,13 @@ pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Resul
     }
     let mut columns = Vec::new();
     for r in conn.query(COLUMNS, &[&oid]).await.map_err(failed)? {
-        let name: String = r.get(0);
-        let typname: String = r.get(1);
-        let typtype: String = r.get(2);
-        let category: String = r.get(3);
-        let typmod: i32 = r.get(4);
-        let elem_name: Option<String> = r.get(5);
-        let elem_type: Option<String> = r.get(6);
+        let name: String = r.try_get(0).map_err(failed)?;
+        let typname: String = r.try_get(1).map_err(failed)?;
+        let typtype: String = r.try_get(2).map_err(failed)?;
+        let category: String = r.try_get(3).map_err(failed)?;
+        let typmod: i32 = r.try_get(4).map_err(failed)?;
+        let elem_name: Option<String> = r.try_get(5).map_err(failed)?;
+        let elem_type: Option<String> = r.try_get(6).map_err(failed)?;
         let unsupported = |message: String| ConnectorError::PgUnsupportedType {
             column: name.clone(),
             message: format!("{message}; cast it in a view or leave the column out"),

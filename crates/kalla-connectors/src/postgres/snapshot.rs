@@ -102,8 +102,12 @@ impl SnapshotRegistry {
         )
         .await
         .map_err(failed)?;
-        let version: i32 =
-            conn.query_one("SELECT current_setting('server_version_num')::int4", &[]).await.map_err(failed)?.get(0);
+        let version: i32 = conn
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(failed)?
+            .try_get(0)
+            .map_err(failed)?;
         if version >= 170_000 {
             conn.batch_execute("SET LOCAL transaction_timeout = 0").await.map_err(failed)?;
         }
@@ -113,7 +117,11 @@ impl SnapshotRegistry {
         let row =
             conn.query_one("SELECT pg_export_snapshot(), txid_current_snapshot()::text", &[]).await.map_err(failed)?;
         conn.done();
-        Ok(HeldSnapshot { id: row.get(0), txid_snapshot: row.get(1), holder: conn })
+        Ok(HeldSnapshot {
+            id: row.try_get(0).map_err(failed)?,
+            txid_snapshot: row.try_get(1).map_err(failed)?,
+            holder: conn,
+        })
     }
 
     /// Ends every other backend of this job in the databases it holds snapshots of (they carry
@@ -134,7 +142,7 @@ impl SnapshotRegistry {
                        WHERE application_name = $1 AND pid <> pg_backend_pid()";
             match snapshot.holder.query_one(sql, &[&format!("kallad/{}", self.run_id)]).await {
                 Ok(row) => {
-                    let ended: i64 = row.get(0);
+                    let ended: i64 = row.try_get(0).unwrap_or(0);
                     if ended > 0 {
                         tracing::info!(backends = ended, "ended Postgres backends the job left behind");
                     }
