@@ -28,7 +28,7 @@ pub(crate) fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
 pub(crate) fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
     let delays: Vec<Duration> = text
         .split(',')
-        .map(|d| humantime::parse_duration(d.trim()).map_err(|e| format!("bad delay {d:?}: {e}")))
+        .map(|d| crate::engine_args::duration_flag(d.trim()).map_err(|e| format!("bad delay {d:?}: {e}")))
         .collect::<Result<_, _>>()?;
     if delays.is_empty() {
         return Err("the retry schedule needs at least one delay".into());

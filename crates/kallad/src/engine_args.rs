@@ -6,6 +6,34 @@ use datafusion::execution::memory_pool::MemoryPool;
 use kalla_core::session::memory_pool;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest duration a flag takes: 10 years (clock arithmetic on much larger values overflows).
+pub(crate) const MAX_FLAG_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Parses a duration flag (`30s`, `6h`, `7d`), at most [`MAX_FLAG_DURATION`].
+pub(crate) fn duration_flag(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > MAX_FLAG_DURATION {
+        return Err(format!("{text} is longer than 10 years, the most a duration flag takes"));
+    }
+    Ok(d)
+}
+
+/// A parser of counts in `min..=max` for a flag.
+pub(crate) fn count_flag(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync {
+    move |text| {
+        let n: usize = text.trim().parse().map_err(|e| format!("{text} is not a count: {e}"))?;
+        if !(min..=max).contains(&n) {
+            return Err(format!("{n} is outside {min}..={max}"));
+        }
+        Ok(n)
+    }
+}
+
+/// The most partitions a job may have (`--partitions`), task slots an executor may offer
+/// (`--concurrent-tasks`) or jobs may run at once (`--max-concurrent-jobs`).
+pub(crate) const MAX_PARALLELISM: usize = 4096;
 
 /// Engine flags (SPEC 2).
 #[derive(Debug, Args)]
@@ -18,7 +46,7 @@ pub(crate) struct EngineArgs {
     pub(crate) output_dir: PathBuf,
     /// Partitions (parallelism) per job. Default: the number of cores, raised for a local job
     /// with large sources to one partition per 500,000 rows of the largest (at most 32).
-    #[arg(long, env = "BALLISTA_PARTITIONS")]
+    #[arg(long, env = "BALLISTA_PARTITIONS", value_parser = count_flag(1, MAX_PARALLELISM))]
     partitions: Option<usize>,
     /// One memory pool for the process, e.g. `4GiB`; operators spill where they can.
     #[arg(long, env = "KALLA_MEMORY_LIMIT")]

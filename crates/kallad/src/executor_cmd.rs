@@ -32,7 +32,7 @@ pub(crate) struct ExecutorArgs {
     #[arg(long, env = "KALLA_EXTERNAL_HOST")]
     external_host: Option<String>,
     /// Task slots; default: the number of cores.
-    #[arg(long, env = "KALLA_CONCURRENT_TASKS")]
+    #[arg(long, env = "KALLA_CONCURRENT_TASKS", value_parser = crate::engine_args::count_flag(1, crate::engine_args::MAX_PARALLELISM))]
     concurrent_tasks: Option<usize>,
     /// Directory for shuffle files; default: a temporary directory removed on exit.
     #[arg(long, env = "KALLA_WORK_DIR")]
@@ -41,7 +41,7 @@ pub(crate) struct ExecutorArgs {
     #[arg(long, env = "KALLA_MEMORY_LIMIT")]
     memory_limit: Option<bytesize::ByteSize>,
     /// On SIGTERM, how long running tasks may take before the executor exits anyway.
-    #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::engine_args::duration_flag)]
     shutdown_grace: Duration,
 }
 

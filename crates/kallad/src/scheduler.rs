@@ -23,7 +23,7 @@ pub(crate) struct SchedulerArgs {
     #[arg(long, env = "KALLA_GRPC_PORT", default_value_t = 50050)]
     grpc_port: u16,
     /// An executor silent this long is dead (executors heartbeat every 5 s).
-    #[arg(long, env = "KALLA_EXECUTOR_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KALLA_EXECUTOR_TIMEOUT", default_value = "30s", value_parser = crate::engine_args::duration_flag)]
     executor_timeout: Duration,
     /// Where jobs run: `auto` (on the executors when at least one is alive at job start, else
     /// in-process), `local`, or `cluster` (wait up to --cluster-wait for an executor).
@@ -31,7 +31,7 @@ pub(crate) struct SchedulerArgs {
     mode: ModeArg,
     /// In `cluster` mode, how long a job waits for a live executor (at start, and when every
     /// executor is lost while it runs) before it fails with `no_executors`.
-    #[arg(long, env = "KALLA_CLUSTER_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KALLA_CLUSTER_WAIT", default_value = "60s", value_parser = crate::engine_args::duration_flag)]
     cluster_wait: Duration,
     /// Who writes a cluster job's output files: `parts` (each partition writes a Parquet part on
     /// its executor into the shared --output-dir, which executors must be able to write; the
@@ -49,13 +49,14 @@ pub(crate) struct SchedulerArgs {
     #[command(flatten)]
     engine: EngineArgs,
     /// Jobs running at once.
-    #[arg(long, env = "KALLA_MAX_CONCURRENT_JOBS", default_value_t = 2)]
+    #[arg(long, env = "KALLA_MAX_CONCURRENT_JOBS", default_value_t = 2,
+          value_parser = crate::engine_args::count_flag(1, crate::engine_args::MAX_PARALLELISM))]
     max_concurrent_jobs: usize,
     /// Jobs waiting at most; more is 503 queue_full.
-    #[arg(long, env = "KALLA_QUEUE_CAPACITY", default_value_t = 64)]
+    #[arg(long, env = "KALLA_QUEUE_CAPACITY", default_value_t = 64, value_parser = crate::engine_args::count_flag(0, 1_000_000))]
     queue_capacity: usize,
     /// A job running longer is cancelled with code `timeout`.
-    #[arg(long, env = "KALLA_JOB_TIMEOUT", default_value = "6h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KALLA_JOB_TIMEOUT", default_value = "6h", value_parser = crate::engine_args::duration_flag)]
     job_timeout: Duration,
     /// When set, every /api/* request needs `Authorization: Bearer <token>`.
     #[arg(long, env = "KALLA_API_TOKEN", hide_env_values = true)]
@@ -70,10 +71,10 @@ pub(crate) struct SchedulerArgs {
     #[arg(long, env = "KALLA_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
     /// How long finished jobs stay queryable (status and journal) before they are forgotten.
-    #[arg(long, env = "KALLA_JOB_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KALLA_JOB_RETENTION", default_value = "7d", value_parser = crate::engine_args::duration_flag)]
     job_retention: Duration,
     /// On SIGTERM, how long running jobs may take to finish before they are cancelled.
-    #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KALLA_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::engine_args::duration_flag)]
     shutdown_grace: Duration,
 }
 

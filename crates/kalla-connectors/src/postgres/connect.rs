@@ -14,6 +14,8 @@ use tokio_postgres::Client;
 /// scan never has more ranges than the cap. Snapshot holders (one per database per job) are
 /// not counted.
 pub const DEFAULT_CONNECTIONS_PER_HOST: usize = 32;
+/// The largest per-host cap `KALLA_PG_CONNECTIONS_PER_HOST` sets.
+pub const MAX_CONNECTIONS_PER_HOST: usize = 100_000;
 
 static HOST_PERMITS: LazyLock<Mutex<HashMap<String, Arc<Semaphore>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
@@ -24,6 +26,8 @@ pub fn connections_per_host() -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|n| *n > 0)
         .unwrap_or(DEFAULT_CONNECTIONS_PER_HOST)
+        // A semaphore holds at most `usize::MAX >> 3` permits; no server takes this many.
+        .min(MAX_CONNECTIONS_PER_HOST)
 }
 
 fn host_semaphore(host: &str) -> Arc<Semaphore> {

@@ -67,3 +67,56 @@ fn a_refused_job_exits_1_with_the_error_in_the_status_document() {
     assert_eq!(status["error"]["field"], "match_sql");
     assert!(!out.path().join("x").exists());
 }
+
+/// Flag values past their bounds (durations over 10 years, counts a semaphore or a planner
+/// cannot take) are refused when kallad starts, with exit status 2 and the flag named, rather
+/// than panicking later (on SIGTERM, or when a job waits for an executor).
+#[test]
+fn flags_past_their_bounds_are_refused_at_start() {
+    let job = repo_root().join("examples/invoices-payments.json");
+    let job = job.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["scheduler", "--cluster-wait", "300000000000y"], "--cluster-wait"),
+        (vec!["scheduler", "--shutdown-grace", "3651d"], "--shutdown-grace"),
+        (vec!["scheduler", "--max-concurrent-jobs", "18446744073709551615"], "--max-concurrent-jobs"),
+        (vec!["scheduler", "--max-concurrent-jobs", "0"], "--max-concurrent-jobs"),
+        (vec!["scheduler", "--callback-retry", "0s,20y"], "--callback-retry"),
+        (vec!["executor", "--concurrent-tasks", "100000"], "--concurrent-tasks"),
+        (vec!["executor", "--shutdown-grace", "11y"], "--shutdown-grace"),
+        (vec!["run", job, "--partitions", "0"], "--partitions"),
+    ] {
+        // Ports 0: a scheduler or executor that accepted the value would start (and be killed).
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kallad"))
+            .args(&args)
+            .args(if args[0] == "run" { vec![] } else { vec!["--grpc-port", "0"] })
+            .args(if args[0] == "scheduler" { vec!["--http-port", "0"] } else { vec![] })
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{args:?} was accepted: kallad started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // The bound itself is accepted.
+    let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
+        .args(["run", job, "--partitions", "4096", "--data-dir", "/nonexistent-kalla-dir"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
