@@ -25,7 +25,7 @@ pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub(crate) struct AppState {
     pub(crate) jobs: Arc<JobManager>,
-    pub(crate) api_token: Option<Arc<str>>,
+    pub(crate) api_token: Option<crate::secret::Secret<Arc<str>>>,
     /// The embedded Ballista scheduler executors register with.
     pub(crate) cluster: Arc<kalla_cluster::scheduler::EmbeddedScheduler>,
     /// `--mode`.
@@ -106,7 +106,7 @@ pub(crate) fn router(state: AppState) -> Router {
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.api_token {
+    if let Some(crate::secret::Secret(token)) = &state.api_token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)

@@ -55,7 +55,7 @@ pub(crate) fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> St
 #[derive(Debug, Clone)]
 pub(crate) struct Callbacks {
     client: reqwest::Client,
-    secret: Option<Vec<u8>>,
+    secret: Option<crate::secret::Secret<Vec<u8>>>,
     schedule: Vec<Duration>,
 }
 
@@ -73,7 +73,7 @@ impl Callbacks {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Callbacks { client, secret, schedule })
+        Ok(Callbacks { client, secret: secret.map(crate::secret::Secret), schedule })
     }
 
     async fn attempt(&self, url: &str, id: &str, body: &[u8]) -> Result<(), String> {
@@ -84,7 +84,7 @@ impl Callbacks {
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string());
-        if let Some(key) = &self.secret {
+        if let Some(crate::secret::Secret(key)) = &self.secret {
             request = request.header("webhook-signature", signature(key, id, timestamp, body));
         }
         match request.body(body.to_vec()).send().await {

@@ -16,6 +16,7 @@ mod logging;
 mod metrics;
 mod run_cmd;
 mod scheduler;
+mod secret;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -64,4 +65,31 @@ fn main() -> ExitCode {
     // stuck in a long computation on an executor — must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API token and the callback key never show in the `Debug` of what holds them (the
+    /// parsed command line, the callback sender), so logging those cannot leak them.
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let cli = Cli::try_parse_from([
+            "kallad",
+            "scheduler",
+            "--api-token",
+            "tok-3f9a1c",
+            "--callback-secret",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("api_token: Some(***)"), "{shown}");
+        assert!(!shown.contains("tok-3f9a1c") && !shown.contains("MfKQ9r8G"), "{shown}");
+        let key = callbacks::parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let shown = format!("{:?}", callbacks::Callbacks::new(Some(key.clone()), vec![]).unwrap());
+        assert!(shown.contains("secret: Some(***)"), "{shown}");
+        assert!(!shown.contains(&format!("{key:?}")), "{shown}");
+    }
 }

@@ -60,10 +60,10 @@ pub(crate) struct SchedulerArgs {
     job_timeout: Duration,
     /// When set, every /api/* request needs `Authorization: Bearer <token>`.
     #[arg(long, env = "KALLA_API_TOKEN", hide_env_values = true)]
-    api_token: Option<String>,
+    api_token: Option<crate::secret::Secret<String>>,
     /// `whsec_<base64>` (Standard Webhooks): when set, callbacks are signed.
     #[arg(long, env = "KALLA_CALLBACK_SECRET", hide_env_values = true)]
-    callback_secret: Option<String>,
+    callback_secret: Option<crate::secret::Secret<String>>,
     /// Delays before each attempt of a complete/error callback.
     #[arg(long, env = "KALLA_CALLBACK_RETRY", default_value = "0s,5s,30s,2m,5m,10m,30m,1h")]
     callback_retry: String,
@@ -108,7 +108,7 @@ impl From<ClusterOutputsArg> for kalla_cluster::runner::ClusterOutputs {
 }
 
 pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
-    let secret = match args.callback_secret.as_deref().map(parse_secret).transpose() {
+    let secret = match args.callback_secret.as_ref().map(|s| parse_secret(&s.0)).transpose() {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("--callback-secret: {e}");
@@ -196,8 +196,12 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         }
     });
     tracing::info!(grpc_addr = %cluster.addr(), "Ballista scheduler listening for executors");
-    let state =
-        AppState { jobs: Arc::clone(&manager), api_token: args.api_token.map(Arc::from), cluster, mode: args.mode };
+    let state = AppState {
+        jobs: Arc::clone(&manager),
+        api_token: args.api_token.map(|t| crate::secret::Secret(Arc::from(t.0))),
+        cluster,
+        mode: args.mode,
+    };
     let addr = format!("{}:{}", args.bind_host, args.http_port);
     let listener = match tokio::net::TcpListener::bind(&addr).await {
         Ok(l) => l,
