@@ -271,7 +271,7 @@ fn parquet_schema_and_rows(files: &[FileEntry]) -> Result<u64, ConnectorError> {
         let file = File::open(&f.path).map_err(|e| ConnectorError::Io { path: name.clone(), source: e })?;
         let reader = SerializedFileReader::new(file)
             .map_err(|e| ConnectorError::Read { path: name.clone(), message: e.to_string() })?;
-        rows += reader.metadata().file_metadata().num_rows().max(0) as u64;
+        rows = rows.saturating_add(reader.metadata().file_metadata().num_rows().max(0) as u64);
     }
     Ok(rows)
 }

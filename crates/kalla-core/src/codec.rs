@@ -50,6 +50,9 @@ mod pg_scan {
         DataFusionError::Internal(format!("a Postgres scan node with {what}"))
     }
 
+    /// The largest batch a shipped Postgres scan may ask for (sessions use 8,192 rows).
+    const MAX_BATCH_ROWS: usize = 1 << 20;
+
     fn scalar_name(s: &PgScalar) -> (&'static str, u32, i32) {
         match s {
             PgScalar::Bool => ("bool", 0, 0),
@@ -211,7 +214,13 @@ mod pg_scan {
         let spec = decode_spec(node.table.ok_or_else(|| bad("no table"))?)?;
         let mut source = PgSource::new(Arc::new(spec), node.snapshot);
         source.filters = node.filters;
-        source.set_batch_size(usize::try_from(node.batch_size).unwrap_or(8192));
+        // A plan from the wire is checked before it sizes a buffer or indexes the columns.
+        let batch_size = usize::try_from(node.batch_size).ok().filter(|n| (1..=MAX_BATCH_ROWS).contains(n));
+        source.set_batch_size(batch_size.ok_or_else(|| bad("a batch size out of range"))?);
+        let columns = source.spec().columns.len();
+        if node.projection.iter().any(|i| *i as usize >= columns) {
+            return Err(bad("a projection past the table's columns"));
+        }
         let groups = node.partitions.into_iter().map(|p| FileGroup::new(vec![PartitionedFile::new(p, 1)])).collect();
         let projection = node.has_projection.then(|| node.projection.iter().map(|i| *i as usize).collect());
         pg_scan_exec(source, groups, projection, node.limit.map(|n| n as usize))
@@ -541,6 +550,32 @@ mod tests {
         }
         let e = codec.try_decode_udf("no_such_function", &[]).expect_err("unknown");
         assert!(matches!(e, DataFusionError::NotImplemented(_)), "{e}");
+    }
+
+    /// A scan node from the wire (an executor's gRPC port is not authenticated) is checked before
+    /// it indexes the table's columns or sizes a buffer: bad values are errors, not panics.
+    #[test]
+    fn a_postgres_scan_node_out_of_range_is_refused_when_decoded() {
+        let node = |projection: Vec<u32>, batch_size: u64| proto::PgScanNode {
+            table: Some(pg_scan::encode_spec(&invoices("job-a"))),
+            snapshot: None,
+            filters: vec![],
+            projection,
+            has_projection: true,
+            partitions: vec!["kalla-pg/invoices/all".into()],
+            limit: None,
+            batch_size,
+        };
+        let columns = invoices("job-a").columns.len() as u32;
+        assert!(pg_scan::decode(node((0..columns).collect(), 8192)).is_ok());
+        for (n, what) in [
+            (node(vec![0, columns], 8192), "a projection past the table's columns"),
+            (node(vec![0], 0), "a batch size out of range"),
+            (node(vec![0], u64::MAX), "a batch size out of range"),
+        ] {
+            let e = pg_scan::decode(n).expect_err(what).to_string();
+            assert!(e.contains(what), "{e}");
+        }
     }
 
     #[test]

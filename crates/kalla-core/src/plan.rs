@@ -289,7 +289,7 @@ fn read_tracker(sources: &[PlannedSource], job: &ValidatedJob) -> ReadTracker {
                 .collect()
         })
         .collect();
-    let expected = sources.iter().map(|s| s.expected_rows.map(|r| r * passes(s))).collect();
+    let expected = sources.iter().map(|s| s.expected_rows.map(|r| r.saturating_mul(passes(s)))).collect();
     let aliases: Vec<String> = sources.iter().map(|s| s.alias.clone()).collect();
     ReadTracker::new(&aliases, locations, expected, &job.run_id.to_string())
 }

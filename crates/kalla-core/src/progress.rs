@@ -208,8 +208,8 @@ impl ReadTracker {
         let (mut done, mut expected) = (0u64, 0u64);
         for (r, e) in read.iter().zip(&self.expected) {
             if let Some(e) = e {
-                done += (*r).min(*e);
-                expected += *e;
+                done = done.saturating_add((*r).min(*e));
+                expected = expected.saturating_add(*e);
             }
         }
         let fraction = if expected == 0 { 0.0 } else { (done as f64 / expected as f64).min(RUNNING_PROGRESS_CAP) };
