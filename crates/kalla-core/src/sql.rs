@@ -9,54 +9,118 @@ use kalla_recipe::{ErrorCode, KallaError};
 /// Most query blocks (`SELECT`s: the main query, each CTE, subquery and set operation branch)
 /// `match_sql` may have. See [`check_size`].
 pub const MAX_QUERY_BLOCKS: usize = 100;
-/// Most joins (`JOIN`) `match_sql` may have.
+/// Most set operations (`UNION`, `INTERSECT`, `EXCEPT`, `MINUS`) `match_sql` may have.
+pub const MAX_SET_OPERATIONS: usize = 100;
+/// Most joins (`JOIN`, and commas between the tables of a `FROM`) `match_sql` may have.
 pub const MAX_JOINS: usize = 100;
-/// Most binary operators (`AND`, `OR`, comparisons, arithmetic, `||`) `match_sql` may have.
+/// Most operators (`AND`, `OR`, `IS`, `LIKE`, `IN`, comparisons, arithmetic, `||`, `::`, and
+/// every other infix symbol) `match_sql` may have.
 pub const MAX_OPERATORS: usize = 1000;
 
 /// Refuses a `match_sql` too large to plan safely, counted on its tokens before anything parses
-/// it. The SQL parser builds chains of set operations, joins, CTEs and binary operators without a
-/// depth limit, and planning them recurses once per link: measured on a 2 MiB stack (a daemon
-/// thread's), 1,000 CTEs each reading the previous one or 2,000 `OR`ed comparisons overflow it,
-/// which kills the process; 300 joins take 17 s to plan, blocking a thread. The limits stay far
-/// below those (100 query blocks plan in 0.2 s, 1,000 operators in 0.7 s, 100 joins in 0.8 s)
-/// and far above a reconciliation's needs. A query that does not tokenize is left to the parser,
-/// which explains the error.
+/// it. The SQL parser builds chains of set operations, joins, CTEs and infix operators without a
+/// depth limit (nesting through parentheses it limits itself), and planning them recurses once
+/// per link: measured on a 2 MiB stack (a daemon thread's), 1,000 CTEs each reading the previous
+/// one or 2,000 `OR`ed comparisons overflow it, which kills the process; 300 joins take 17 s to
+/// plan, blocking a thread. The limits stay far below those (100 query blocks plan in 0.2 s,
+/// 1,000 operators in 0.7 s, 100 joins in 0.8 s) and far above a reconciliation's needs. A
+/// query that does not tokenize is left to the parser, which explains the error.
 fn check_size(sql: &str) -> Result<(), KallaError> {
     use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else { return Ok(()) };
-    let (mut blocks, mut joins, mut operators) = (0usize, 0usize, 0usize);
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let Ok(tokens) = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Ok(());
+    };
+    let (mut blocks, mut set_operations, mut joins, mut operators) = (0usize, 0usize, 0usize, 0usize);
+    // Per parenthesis depth: whether the tokens are in a FROM list (where a comma is a join).
+    let mut in_from = vec![false];
     for token in &tokens {
+        let depth = in_from.len() - 1;
         match token {
             Token::Word(w) => match w.keyword {
-                Keyword::SELECT => blocks += 1,
+                Keyword::SELECT => {
+                    blocks += 1;
+                    in_from[depth] = false;
+                }
+                Keyword::FROM => in_from[depth] = true,
+                Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT | Keyword::MINUS => {
+                    set_operations += 1;
+                    in_from[depth] = false;
+                }
+                Keyword::WHERE
+                | Keyword::GROUP
+                | Keyword::HAVING
+                | Keyword::ORDER
+                | Keyword::LIMIT
+                | Keyword::OFFSET
+                | Keyword::FETCH
+                | Keyword::WINDOW
+                | Keyword::QUALIFY
+                | Keyword::ON
+                | Keyword::USING => in_from[depth] = false,
                 Keyword::JOIN => joins += 1,
-                Keyword::AND | Keyword::OR => operators += 1,
+                Keyword::AND
+                | Keyword::OR
+                | Keyword::IS
+                | Keyword::IN
+                | Keyword::BETWEEN
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::RLIKE
+                | Keyword::REGEXP
+                | Keyword::COLLATE
+                | Keyword::AT => operators += 1,
                 _ => {}
             },
-            Token::DoubleEq
-            | Token::Eq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Spaceship
-            | Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::DuckIntDiv
-            | Token::Mod
-            | Token::StringConcat => operators += 1,
-            _ => {}
+            Token::Comma if in_from[depth] => joins += 1,
+            Token::LParen => in_from.push(false),
+            Token::RParen => {
+                if in_from.len() > 1 {
+                    in_from.pop();
+                }
+            }
+            // What builds no chain: names, literals, separators, brackets.
+            Token::EOF
+            | Token::Number(..)
+            | Token::Char(_)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedByteStringLiteral(_)
+            | Token::TripleDoubleQuotedByteStringLiteral(_)
+            | Token::SingleQuotedRawStringLiteral(_)
+            | Token::DoubleQuotedRawStringLiteral(_)
+            | Token::TripleSingleQuotedRawStringLiteral(_)
+            | Token::TripleDoubleQuotedRawStringLiteral(_)
+            | Token::NationalStringLiteral(_)
+            | Token::QuoteDelimitedStringLiteral(_)
+            | Token::NationalQuoteDelimitedStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::Comma
+            | Token::Whitespace(_)
+            | Token::Period
+            | Token::SemiColon
+            | Token::RBracket
+            | Token::LBrace
+            | Token::RBrace
+            | Token::Placeholder(_) => {}
+            // Every infix symbol (comparisons, arithmetic, `||`, `::`, `[`, JSON and regex
+            // operators, …).
+            _ => operators += 1,
         }
     }
     for (count, max, what) in [
         (blocks, MAX_QUERY_BLOCKS, "query blocks (SELECT)"),
+        (set_operations, MAX_SET_OPERATIONS, "set operations (UNION, INTERSECT, EXCEPT)"),
         (joins, MAX_JOINS, "joins"),
-        (operators, MAX_OPERATORS, "operators (AND, OR, comparisons, arithmetic)"),
+        (operators, MAX_OPERATORS, "operators (AND, OR, comparisons, arithmetic, …)"),
     ] {
         if count > max {
             return Err(KallaError::at(
@@ -196,8 +260,21 @@ mod tests {
             let chain: Vec<String> = (0..n).map(|i| format!("a.id > {i}")).collect();
             format!("SELECT a.id FROM a WHERE {}", chain.join(" OR "))
         };
+        let values =
+            |n: usize| format!("SELECT a.id FROM a WHERE a.id IN (VALUES (1){})", " UNION ALL VALUES (1)".repeat(n));
+        let commas = |n: usize| {
+            let tables: String = (0..n).map(|i| format!(", a a{i}")).collect();
+            format!("SELECT a.id FROM a{tables} WHERE a.id > 0")
+        };
+        let casts = |n: usize| format!("SELECT a.id{} FROM a", "::BIGINT".repeat(n));
         let cases = [
             // (query at the limit, one over it, what the message names)
+            (values(MAX_SET_OPERATIONS), values(MAX_SET_OPERATIONS + 1), "101 set operations"),
+            // Commas between a FROM's tables are joins; those of a select list, a function's
+            // arguments or an IN list are not.
+            (commas(MAX_JOINS), commas(MAX_JOINS + 1), "101 joins"),
+            // `::` builds a chain as `+` does.
+            (casts(MAX_OPERATORS), casts(MAX_OPERATORS + 1), "1001 operators"),
             (unions(MAX_QUERY_BLOCKS), unions(MAX_QUERY_BLOCKS + 1), "101 query blocks (SELECT); at most 100"),
             // Each CTE has its SELECT, and so has the main query.
             (ctes(MAX_QUERY_BLOCKS - 1), ctes(MAX_QUERY_BLOCKS), "101 query blocks (SELECT); at most 100"),
@@ -212,6 +289,13 @@ mod tests {
             assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidSql, Some("match_sql")), "{e:?}");
             assert!(e.message.contains(message), "{}", e.message);
         }
+        // Lists do not count: wide select lists, function arguments, IN lists, strings, comments.
+        let list: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+        let flat = format!(
+            "SELECT a.id, a.id AS b, concat(a.x, 'a=b', a.y) -- x = y + z\n FROM a WHERE a.id IN ({}) /* a + b */",
+            list.join(", ")
+        );
+        assert!(parse_match_sql(&flat).is_ok());
         // A chain far past the limits (it would overflow a 2 MiB stack when planned, and its
         // syntax tree when dropped) is refused on its tokens alone.
         let e = parse_match_sql(&unions(50_000)).unwrap_err();

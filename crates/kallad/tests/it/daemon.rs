@@ -442,7 +442,17 @@ fn match_sql_at_the_size_limits_plans_and_past_them_is_refused_while_the_daemon_
     let joins = format!("{select} {}", joins.join(" "));
     let ors = (0..500).map(|k| format!("i.amount > {k}")).collect::<Vec<_>>();
     let ors = format!("{select} WHERE {}", ors.join(" OR "));
-    for (what, sql) in [("100 unions", unions(100)), ("99 CTEs", ctes), ("100 joins", joins), ("999 operators", ors)] {
+    let commas: String = (0..100).map(|k| format!(", invoices i{k}")).collect();
+    let commas = format!("{select}{commas} WHERE i.amount > 0");
+    let casts = format!("SELECT i.invoice_id, i.amount{} AS amount FROM invoices i", "::DECIMAL(12,2)".repeat(1000));
+    for (what, sql) in [
+        ("100 unions", unions(100)),
+        ("99 CTEs", ctes),
+        ("100 joins", joins),
+        ("100 tables in one FROM", commas),
+        ("999 operators", ors),
+        ("1,000 casts", casts),
+    ] {
         let started = Instant::now();
         let (code, plan) = d.post("/api/jobs/validate", &job(sql));
         assert_eq!(code, 200, "{what}: {plan}");
@@ -455,6 +465,14 @@ fn match_sql_at_the_size_limits_plans_and_past_them_is_refused_while_the_daemon_
         let (code, e) = d.post(path, &job(deep));
         assert_eq!((code, e["error"]["code"].as_str()), (422, Some("invalid_sql")), "{path}: {e}");
         assert_eq!(e["error"]["message"], "match_sql has 30000 query blocks (SELECT); at most 100 are accepted");
+        // The same chain without a SELECT in it.
+        let deep = format!("VALUES (1){}", " UNION ALL VALUES (1)".repeat(29_999));
+        let (code, e) = d.post(path, &job(deep));
+        assert_eq!((code, e["error"]["code"].as_str()), (422, Some("invalid_sql")), "{path}: {e}");
+        assert_eq!(
+            e["error"]["message"],
+            "match_sql has 29999 set operations (UNION, INTERSECT, EXCEPT); at most 100 are accepted"
+        );
     }
     assert_eq!(d.get("/health").0, 200);
 }
