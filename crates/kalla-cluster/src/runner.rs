@@ -369,8 +369,31 @@ fn final_partitions(locations: Vec<PartitionLocation>, label: &str) -> Result<Ve
     Ok(by_partition.into_values().collect())
 }
 
+/// Results that could not be fetched because their executor could not be reached or stopped
+/// answering: what running the plan again can fix (the executor was lost after the Ballista job
+/// succeeded). Any other fetch failure (a malformed location, undecodable data) is not retried.
+#[derive(Debug)]
+struct ResultsLost(String);
+
+impl std::fmt::Display for ResultsLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ResultsLost {}
+
+fn lost(message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(ResultsLost(message)))
+}
+
+fn is_lost(e: &DataFusionError) -> bool {
+    matches!(e, DataFusionError::External(inner) if inner.downcast_ref::<ResultsLost>().is_some())
+}
+
 /// The rows of one final partition, fetched over Flight from the executor that holds it.
 async fn fetch(location: PartitionLocation) -> Result<SendableRecordBatchStream, DataFusionError> {
+    use ballista_core::error::BallistaError;
     let layout = location.layout();
     let meta = location
         .executor_meta
@@ -379,14 +402,21 @@ async fn fetch(location: PartitionLocation) -> Result<SendableRecordBatchStream,
         location.partition_id.ok_or_else(|| DataFusionError::Internal("a result partition without its id".into()))?;
     let port = u16::try_from(meta.port)
         .map_err(|_| DataFusionError::Internal(format!("executor {} has a bad Flight port", meta.id)))?;
-    let mut client =
-        BallistaClient::try_new(&meta.host, port, MAX_MESSAGE, false, None, 3, 200, 0, 0).await.map_err(|e| {
-            DataFusionError::Execution(format!("cannot reach executor {} at {}:{port}: {e}", meta.id, meta.host))
-        })?;
-    client
-        .fetch_partition(&meta.id, &partition_id.into(), location.file_id, layout, true)
+    let mut client = BallistaClient::try_new(&meta.host, port, MAX_MESSAGE, false, None, 3, 200, 0, 0)
         .await
-        .map_err(|e| DataFusionError::Execution(format!("cannot fetch a result partition from {}: {e}", meta.id)))
+        .map_err(|e| lost(format!("cannot reach executor {} at {}:{port}: {e}", meta.id, meta.host)))?;
+    client.fetch_partition(&meta.id, &partition_id.into(), location.file_id, layout, true).await.map_err(|e| {
+        let message = format!("cannot fetch a result partition from {}: {e}", meta.id);
+        match e {
+            BallistaError::FetchFailed(..)
+            | BallistaError::GrpcActionError(_)
+            | BallistaError::GrpcConnectionError(_)
+            | BallistaError::GrpcError(_)
+            | BallistaError::TonicError(_)
+            | BallistaError::IoError(_) => lost(message),
+            _ => DataFusionError::Execution(message),
+        }
+    })
 }
 
 /// Fetches every final partition at once (decoding one overlaps with transferring the others and
@@ -403,7 +433,15 @@ async fn fetch_all(
     }
     futures::future::try_join_all(streams.into_iter().map(|stream| async move {
         let schema = stream.schema();
-        let batches = datafusion::physical_plan::common::collect(stream).await?;
+        // A transport error while the rows travel (the executor stopped answering) is a loss.
+        let batches = datafusion::physical_plan::common::collect(stream).await.map_err(|e| match &e {
+            DataFusionError::ArrowError(inner, _)
+                if matches!(**inner, datafusion::arrow::error::ArrowError::ExternalError(_)) =>
+            {
+                lost(format!("a result partition stopped arriving: {e}"))
+            }
+            _ => e,
+        })?;
         let stream = datafusion::physical_plan::memory::MemoryStream::try_new(batches, schema, None)?;
         Ok::<SendableRecordBatchStream, DataFusionError>(Box::pin(stream))
     }))
@@ -450,8 +488,9 @@ impl ClusterRunner {
 
 impl PlanRunner for ClusterRunner {
     /// Runs `plan` as a Ballista job and fetches its final partitions. When they cannot be
-    /// fetched although the job succeeded (the executor holding them was lost in between, or
-    /// while they travelled), the plan runs again as a new Ballista job, up to
+    /// fetched although the job succeeded because the executor holding them cannot be reached or
+    /// stopped answering (it was lost in between, or while they travelled; not for any other
+    /// fetch error), the plan runs again as a new Ballista job, up to
     /// [`RESULT_ATTEMPTS`] times in all: a rerun is safe, since a plan only reads its sources
     /// (Postgres in the job's snapshot) and writes parts under fresh names, of which only those
     /// the final partitions report are used. With `--cluster-outputs parts` every result is
@@ -478,7 +517,7 @@ impl PlanRunner for ClusterRunner {
                 kalla_core::fault::pause_point("before-fetch", &holders(&locations)).await;
                 match fetch_all(locations, buffered).await {
                     Ok(streams) => return Ok(streams),
-                    Err(e) if attempt < RESULT_ATTEMPTS => {
+                    Err(e) if attempt < RESULT_ATTEMPTS && is_lost(&e) => {
                         tracing::warn!(
                             plan = %label, attempt, error = %e,
                             "the cluster job succeeded but its results could not be fetched; running the plan again"
@@ -530,6 +569,32 @@ fn set_ballista_broadcast_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn location_at(port: u32) -> PartitionLocation {
+        use ballista_core::serde::protobuf::{ExecutorMetadata, PartitionId};
+        PartitionLocation {
+            partition_id: Some(PartitionId { job_id: "j".into(), stage_id: 1, partition_id: 0 }),
+            executor_meta: Some(ExecutorMetadata {
+                id: "gone".into(),
+                host: "127.0.0.1".into(),
+                port,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Only a holder that cannot be reached counts as results lost with their executor (the plan
+    /// then runs again); a location that cannot be right fails at once.
+    #[tokio::test]
+    async fn results_count_as_lost_only_when_their_executor_cannot_be_reached() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = fetch(location_at(u32::from(closed))).await.err().expect("nothing listens there");
+        assert!(is_lost(&e), "{e}");
+        let e = fetch(location_at(70_000)).await.err().expect("no such port");
+        assert!(!is_lost(&e), "{e}");
+        assert!(e.to_string().contains("bad Flight port"), "{e}");
+    }
 
     use ballista_core::error::BallistaError;
     use ballista_core::serde::protobuf::FailedTask;
