@@ -158,7 +158,17 @@ impl Drop for TmpDir {
         if std::fs::remove_dir_all(&self.path).is_ok() {
             return;
         }
-        let path = self.path.clone();
+        // Moved out of the way first: the retries then delete this attempt's files only, never
+        // a directory created at the same path meanwhile, and a task still writing a part can no
+        // longer create one (the path it names is gone).
+        let name = self.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let path = self.path.with_file_name(format!("{name}.removing-{}", Uuid::new_v4()));
+        if let Err(e) = std::fs::rename(&self.path, &path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temporary output directory");
+            }
+            return;
+        }
         let retry = move || {
             let mut last = None;
             for _ in 0..REMOVE_ATTEMPTS {
@@ -287,9 +297,17 @@ mod tests {
         drop(tmp);
         let written = writer.join().unwrap();
         assert!(written >= 100, "{written}");
+        // Nothing is left beside the output, under any name.
         let deadline = std::time::Instant::now() + REMOVE_PAUSE * (REMOVE_ATTEMPTS + 2);
-        while out.tmp_dir.exists() {
-            assert!(std::time::Instant::now() < deadline, "{} is still there", out.tmp_dir.display());
+        loop {
+            let left: Vec<String> = std::fs::read_dir(root.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "left behind: {left:?}");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
