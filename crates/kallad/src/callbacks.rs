@@ -141,19 +141,20 @@ pub(crate) fn endpoint(url: &str, kind: &str) -> String {
 }
 
 /// A callback URL as messages (the status document's `last_error`, the journal, logs) show it:
-/// scheme, host, port and path, never the user, password, query or fragment, which can carry
-/// the receiver's credentials.
+/// scheme, host, port and the last path segment (the callback's kind), never the user,
+/// password, the rest of the path, the query or the fragment, any of which can carry the
+/// receiver's credentials (some webhook services put a token in the path).
 fn shown(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.set_query(None);
-            parsed.set_fragment(None);
-            parsed.to_string()
-        }
-        Err(_) => "the callback URL".to_string(),
-    }
+    let Ok(parsed) = reqwest::Url::parse(url) else { return "the callback URL".to_string() };
+    let host = parsed.host_str().unwrap_or("?");
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let segments: Vec<&str> = parsed.path_segments().map(|s| s.filter(|x| !x.is_empty()).collect()).unwrap_or_default();
+    let path = match segments.as_slice() {
+        [] => String::new(),
+        [only] => format!("/{only}"),
+        [.., last] => format!("/…/{last}"),
+    };
+    format!("{}://{host}{port}{path}", parsed.scheme())
 }
 
 /// reqwest errors print the URL; callback URLs are the app's, but keep messages short and free
@@ -196,8 +197,9 @@ mod tests {
         assert_eq!(endpoint("https://app/hook?token=t1&x=2", "complete"), "https://app/hook/complete?token=t1&x=2");
     }
 
-    /// A receiver answering 500 to a URL carrying credentials in its user info and query: the
-    /// error (shown in the status document and the journal, logged) names the receiver without them.
+    /// A receiver answering 500 to a URL carrying credentials in its user info, path and query:
+    /// the error (shown in the status document and the journal, logged) names the receiver
+    /// without them.
     #[tokio::test]
     async fn a_failed_callback_names_its_receiver_without_credentials() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,14 +215,14 @@ mod tests {
             String::from_utf8_lossy(&request[..n]).to_string()
         });
         let callbacks = Callbacks::new(None, vec![Duration::ZERO]).unwrap();
-        let url = endpoint(&format!("http://hook:S3cret@127.0.0.1:{port}/k?token=T0ken"), "complete");
+        let url = endpoint(&format!("http://hook:S3cret@127.0.0.1:{port}/k/T0kenInPath?token=T0ken"), "complete");
         let e = callbacks.attempt(&url, "id", b"{}").await.unwrap_err();
-        assert_eq!(e, format!("http://127.0.0.1:{port}/k/complete answered 500 Internal Server Error"));
+        assert_eq!(e, format!("http://127.0.0.1:{port}/…/complete answered 500 Internal Server Error"));
         let request = server.await.unwrap();
-        assert!(request.starts_with("POST /k/complete?token=T0ken HTTP/1.1"), "{request}");
+        assert!(request.starts_with("POST /k/T0kenInPath/complete?token=T0ken HTTP/1.1"), "{request}");
         // Nothing listens there any more: the connection error names the receiver the same way.
         let e = callbacks.attempt(&url, "id", b"{}").await.unwrap_err();
-        assert_eq!(e, format!("http://127.0.0.1:{port}/k/complete: connection failed"));
+        assert_eq!(e, format!("http://127.0.0.1:{port}/…/complete: connection failed"));
     }
 
     #[test]
