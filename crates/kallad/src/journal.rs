@@ -56,7 +56,17 @@ impl Journal {
     pub(crate) fn append(&self, run_id: Uuid, record: &Record) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path(run_id))?;
+        let mut f = std::fs::OpenOptions::new().create(true).read(true).append(true).open(self.path(run_id))?;
+        // After a crash the file can end in a torn line: end it first, or this record would be
+        // glued to it and unreadable.
+        let len = f.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut last, len - 1)?;
+            if last[0] != b'\n' {
+                line.insert(0, b'\n');
+            }
+        }
         f.write_all(&line)?;
         f.sync_data()
     }
@@ -173,5 +183,11 @@ mod tests {
             (loaded[0].status.run_id.as_str(), loaded[0].status.status),
             (id.to_string().as_str(), JobState::Running)
         );
+        // The record recovery then appends (the job failed with daemon_restarted) is read back
+        // whole: it starts on a line of its own.
+        journal.append(id, &record(id, JobState::Failed, "the daemon restarted")).unwrap();
+        let loaded = journal.load(Duration::from_secs(3600)).unwrap();
+        assert_eq!(loaded[0].status.status, JobState::Failed);
+        assert_eq!(loaded[0].status.error.as_ref().map(|e| e.message.as_str()), Some("the daemon restarted"));
     }
 }
