@@ -53,6 +53,19 @@ pub fn resolve_output(root: &Path, given: &str, run_id: Uuid) -> Result<Resolved
             "output_path must name a directory below the output root",
         ));
     }
+    // A name kallad itself gives a run's temporary directory (`<output>.tmp-<run id>`, or
+    // `….removing-<uuid>` while it is deleted) is not an output: it may be in use.
+    if let Some(name) = normal.file_name().map(|n| n.to_string_lossy().to_string())
+        && [".tmp-", ".removing-"]
+            .iter()
+            .any(|marker| name.rsplit_once(marker).is_some_and(|(_, id)| Uuid::parse_str(id).is_ok()))
+    {
+        return Err(KallaError::at(
+            ErrorCode::InvalidField,
+            "output_path",
+            format!("output_path {given:?} ends like a run's temporary directory (.tmp-<uuid>); choose another name"),
+        ));
+    }
     // Follow symlinks in the part that exists: it must stay inside the root too.
     let mut existing = normal.as_path();
     while !existing.exists() {
@@ -269,6 +282,12 @@ mod tests {
         assert!(ok.tmp_dir.ends_with(format!("empty.tmp-{id}")));
         let nested = resolve_output(root.path(), "2026-01/run", id).unwrap();
         assert_eq!(nested.final_dir, root.path().canonicalize().unwrap().join("2026-01/run"));
+        // Another run's temporary directory is not an output path.
+        for taken in [format!("res.tmp-{}", Uuid::new_v4()), format!("a/res.tmp-{}.removing-{}", id, Uuid::new_v4())] {
+            let e = resolve_output(root.path(), &taken, id).unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some("output_path")), "{taken}");
+        }
+        assert!(resolve_output(root.path(), "res.tmp-notes", id).is_ok());
     }
 
     /// A cancelled cluster job's tasks may still be creating parts in the temporary directory
