@@ -514,7 +514,7 @@ impl PlanRunner for ClusterRunner {
                 let (job_id, locations) =
                     Self::submit_and_wait(&scheduler, &run_id, &label, Arc::clone(&plan), &ctx, cluster_wait, &jobs)
                         .await?;
-                kalla_core::fault::pause_point("before-fetch", &holders(&locations)).await;
+                kalla_core::fault::pause_point("before-fetch", || holders(&locations)).await;
                 match fetch_all(locations, buffered).await {
                     Ok(streams) => return Ok(streams),
                     Err(e) if attempt < RESULT_ATTEMPTS && is_lost(&e) => {

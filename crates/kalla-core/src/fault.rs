@@ -44,16 +44,18 @@ pub fn fault_udf_from_env() -> Option<ScalarUDF> {
 const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Stops here when a test armed `point`: with [`FAULTS_ENV`] set and a token left in
-/// `<dir>/<point>/`, takes the token, writes `detail` to `<dir>/<point>-<pid>` and waits until the
+/// `<dir>/<point>/`, takes the token, writes `detail()` to `<dir>/<point>-<pid>` and waits until the
 /// test removes that file (at most two minutes). Returns at once otherwise (always, in production:
 /// the variable is never set there).
-pub async fn pause_point(point: &str, detail: &str) {
+pub async fn pause_point(point: &str, detail: impl FnOnce() -> String) {
     let Some(dir) = std::env::var_os(FAULTS_ENV).map(PathBuf::from) else { return };
     if !take_token(&dir.join(point)) {
         return;
     }
     let marker = dir.join(format!("{point}-{}", std::process::id()));
-    if std::fs::write(&marker, detail).is_err() {
+    // Written whole before it appears under its name: the test reads it as soon as it sees it.
+    let written = dir.join(format!(".writing-{point}-{}", std::process::id()));
+    if std::fs::write(&written, detail()).is_err() || std::fs::rename(&written, &marker).is_err() {
         return;
     }
     tracing::warn!(point, "paused by the test hook {FAULTS_ENV}");

@@ -566,15 +566,23 @@ fn tokens(dir: &Path, mode: &str, n: usize) -> PathBuf {
 
 /// The pid of the process holding a `hold` fault, once one does.
 fn held_pid(dir: &Path) -> u32 {
+    let (marker, _) = marker(dir, "held-", "no task took the hold fault");
+    marker.file_name().unwrap().to_string_lossy().strip_prefix("held-").unwrap().parse().unwrap()
+}
+
+/// The first file of `dir` whose name starts with `prefix` (a fault's marker), once there is one,
+/// and its contents; fails with `never` after a minute.
+fn marker(dir: &Path, prefix: &str, never: &str) -> (PathBuf, String) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for entry in std::fs::read_dir(dir).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().to_string();
-            if let Some(pid) = name.strip_prefix("held-") {
-                return pid.parse().unwrap();
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+                let detail = std::fs::read_to_string(&path).unwrap_or_default();
+                return (path, detail);
             }
         }
-        assert!(Instant::now() < deadline, "no task took the hold fault");
+        assert!(Instant::now() < deadline, "{never}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -717,23 +725,6 @@ fn executor_loss_and_task_failure_are_survived_and_losing_every_executor_fails_t
     }
 }
 
-/// The detail a scheduler stopped at the pause point `point` wrote, once it has stopped; the
-/// marker file to remove to let it go on.
-fn paused_at(dir: &Path, point: &str) -> (String, PathBuf) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if name.starts_with(&format!("{point}-")) {
-                return (std::fs::read_to_string(&path).unwrap(), path);
-            }
-        }
-        assert!(Instant::now() < deadline, "the scheduler never reached {point}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn results_lost_with_their_executor_after_the_job_succeeded_are_computed_again() {
     let faults = tempfile::tempdir().unwrap();
@@ -754,7 +745,8 @@ fn results_lost_with_their_executor_after_the_job_succeeded_are_computed_again()
         tokens(faults.path(), "before-fetch", 1);
         let job = paid_third_job(None, "io");
         assert_eq!(c.d.post("/api/jobs", &job).0, 202);
-        let (holders, marker) = paused_at(faults.path(), "before-fetch");
+        // The scheduler's marker (`before-fetch-<pid>`, not the token directory `before-fetch`).
+        let (marker, holders) = marker(faults.path(), "before-fetch-", "the scheduler never reached before-fetch");
         let first: u16 = holders.lines().next().and_then(|l| l.rsplit(':').next()).unwrap().parse().unwrap();
         let victim = (0..c.executors.len())
             .find(|i| c.executors[*i].as_ref().is_some_and(|e| e.flight == first))
@@ -843,18 +835,7 @@ fn a_postgres_read_cut_off_on_an_executor_is_retried_in_the_same_snapshot() {
     let run_id = job["run_id"].as_str().unwrap().to_string();
     assert_eq!(c.d.post("/api/jobs", &job).0, 202);
     // A task paused in the middle of its range; its reads are cut off under it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let marker = loop {
-        let found = std::fs::read_dir(faults.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("paused-"));
-        if let Some(m) = found {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "no task paused");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (marker, _) = marker(faults.path(), "paused-", "no task paused");
     let cut = pg.psql(
         &db,
         &format!(
