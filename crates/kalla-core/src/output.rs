@@ -30,6 +30,11 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> KallaError {
     KallaError::new(ErrorCode::Internal, format!("{what} {}: {e}", path.display()))
 }
 
+/// What follows an output's name in its run's temporary directory (`<output>.tmp-<run id>`).
+const TMP_MARKER: &str = ".tmp-";
+/// What follows a temporary directory's name while it is removed (`….removing-<uuid>`).
+const REMOVING_MARKER: &str = ".removing-";
+
 /// Resolves `given` under `root`, refusing escapes and existing non-empty targets.
 pub fn resolve_output(root: &Path, given: &str, run_id: Uuid) -> Result<ResolvedOutput, KallaError> {
     std::fs::create_dir_all(root).map_err(|e| io_err("cannot create the output root", root, e))?;
@@ -56,7 +61,7 @@ pub fn resolve_output(root: &Path, given: &str, run_id: Uuid) -> Result<Resolved
     // A name kallad itself gives a run's temporary directory (`<output>.tmp-<run id>`, or
     // `….removing-<uuid>` while it is deleted) is not an output: it may be in use.
     if let Some(name) = normal.file_name().map(|n| n.to_string_lossy().to_string())
-        && [".tmp-", ".removing-"]
+        && [TMP_MARKER, REMOVING_MARKER]
             .iter()
             .any(|marker| name.rsplit_once(marker).is_some_and(|(_, id)| Uuid::parse_str(id).is_ok()))
     {
@@ -93,7 +98,7 @@ pub fn resolve_output(root: &Path, given: &str, run_id: Uuid) -> Result<Resolved
         }
     }
     let name = normal.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp_dir = normal.with_file_name(format!("{name}.tmp-{run_id}"));
+    let tmp_dir = normal.with_file_name(format!("{name}{TMP_MARKER}{run_id}"));
     Ok(ResolvedOutput { given: given.to_string(), final_dir: normal, tmp_dir })
 }
 
@@ -175,7 +180,7 @@ impl Drop for TmpDir {
         // a directory created at the same path meanwhile, and a task still writing a part can no
         // longer create one (the path it names is gone).
         let name = self.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let path = self.path.with_file_name(format!("{name}.removing-{}", Uuid::new_v4()));
+        let path = self.path.with_file_name(format!("{name}{REMOVING_MARKER}{}", Uuid::new_v4()));
         if let Err(e) = std::fs::rename(&self.path, &path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temporary output directory");
