@@ -207,6 +207,55 @@ impl Drop for TmpDir {
     }
 }
 
+/// Removes what a run that was interrupted (kallad killed, or exiting while a removal was still
+/// being retried) left of its temporary directory `tmp_dir` (`<output>.tmp-<run_id>`): the
+/// directory and every `….removing-<uuid>` copy of it. A path whose name is not `run_id`'s
+/// temporary directory is left alone (`InvalidInput`). Each removal is tried again for a while, as
+/// in [`TmpDir`]'s drop: an executor may still be finishing a task of the interrupted job.
+/// Returns how many directories were removed.
+pub fn remove_run_leftovers(tmp_dir: &Path, run_id: Uuid) -> std::io::Result<usize> {
+    let name = tmp_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if !name.ends_with(&format!("{TMP_MARKER}{run_id}")) || name.len() <= TMP_MARKER.len() + 36 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not the temporary directory of run {run_id}", tmp_dir.display()),
+        ));
+    }
+    let mut leftovers = vec![tmp_dir.to_path_buf()];
+    let removing = format!("{name}{REMOVING_MARKER}");
+    if let Some(parent) = tmp_dir.parent() {
+        match std::fs::read_dir(parent) {
+            Ok(entries) => leftovers.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&removing))
+                    .map(|e| e.path()),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut removed = 0;
+    for path in leftovers {
+        let mut attempt = 0;
+        loop {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if attempt + 1 >= REMOVE_ATTEMPTS => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(REMOVE_PAUSE);
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Writer settings for every Parquet output.
 pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::SNAPPY).build()
@@ -271,6 +320,40 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), KallaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupted_runs_leftovers_are_removed_and_nothing_beside_them() {
+        let root = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let dir = root.path().join("a");
+        let tmp = dir.join(format!("res{TMP_MARKER}{id}"));
+        let removing = dir.join(format!("res{TMP_MARKER}{id}{REMOVING_MARKER}{}", Uuid::new_v4()));
+        let other_run = dir.join(format!("res{TMP_MARKER}{}", Uuid::new_v4()));
+        let output = dir.join("res");
+        for d in [&tmp, &removing, &other_run, &output] {
+            std::fs::create_dir_all(d.join(".parts-matched.parquet")).unwrap();
+            std::fs::write(d.join(".parts-matched.parquet").join("part-1.parquet"), b"x").unwrap();
+        }
+        assert_eq!(remove_run_leftovers(&tmp, id).unwrap(), 2);
+        assert!(!tmp.exists() && !removing.exists());
+        assert!(other_run.is_dir() && output.is_dir());
+        // Nothing left: nothing to do.
+        assert_eq!(remove_run_leftovers(&tmp, id).unwrap(), 0);
+        assert_eq!(
+            remove_run_leftovers(
+                &root.path().join("gone/res.tmp-x").with_file_name(format!("res{TMP_MARKER}{id}")),
+                id
+            )
+            .unwrap(),
+            0
+        );
+        // Only a directory named as the run's temporary directory is removed.
+        for wrong in [output.clone(), other_run.clone(), dir.join(format!("{TMP_MARKER}{id}"))] {
+            let e = remove_run_leftovers(&wrong, id).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{wrong:?}");
+        }
+        assert!(other_run.is_dir() && output.is_dir());
+    }
 
     #[test]
     fn output_paths_outside_the_root_or_existing_are_refused() {

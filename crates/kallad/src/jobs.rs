@@ -120,6 +120,8 @@ struct Job {
     last_progress: Option<(std::time::Instant, Stage, f64)>,
     /// Rows read from the sources so far.
     rows_read: u64,
+    /// The run's temporary output directory.
+    tmp_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -289,6 +291,7 @@ impl JobManager {
                     aliases: planned.sources.iter().map(|s| s.alias.clone()).collect(),
                     last_progress: None,
                     rows_read: 0,
+                    tmp_dir: Some(planned.output.tmp_dir.clone()),
                 },
             );
             if let Some(job) = state.jobs.get(&run_id)
@@ -557,6 +560,7 @@ impl JobManager {
         let records = self.config.journal.load(self.config.retention)?;
         let count = records.len();
         let mut pending = Vec::new();
+        let mut leftovers = Vec::new();
         {
             let mut state = self.lock();
             for r in records {
@@ -570,7 +574,11 @@ impl JobManager {
                     aliases: r.aliases,
                     last_progress: None,
                     rows_read: 0,
+                    tmp_dir: r.tmp_dir,
                 };
+                if let Some(tmp) = &job.tmp_dir {
+                    leftovers.push((run_id, tmp.clone()));
+                }
                 if !job.status.status.is_final() {
                     job.status.status = JobState::Failed;
                     job.status.finished_at = Some(now());
@@ -593,6 +601,7 @@ impl JobManager {
         for (run_id, url, kind, body) in pending {
             self.spawn_final_callback(run_id, url, kind, body);
         }
+        remove_leftovers(leftovers);
         Ok(count)
     }
 
@@ -773,6 +782,32 @@ fn record(job: &Job) -> Record {
         callback_url: job.callback_url.clone(),
         aliases: job.aliases.clone(),
         status: job.status.clone(),
+        tmp_dir: job.tmp_dir.clone(),
+    }
+}
+
+/// Removes, in the background, the temporary output directories that runs of an earlier kallad
+/// process left behind (killed while they ran, or exiting while a removal was retried): nothing
+/// else names them, and a run id never runs again.
+fn remove_leftovers(leftovers: Vec<(Uuid, std::path::PathBuf)>) {
+    if leftovers.is_empty() {
+        return;
+    }
+    let sweep = move || {
+        for (run_id, tmp) in leftovers {
+            match kalla_core::output::remove_run_leftovers(&tmp, run_id) {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(%run_id, path = %tmp.display(), removed, "removed an interrupted run's temporary output")
+                }
+                Err(e) => {
+                    tracing::warn!(%run_id, path = %tmp.display(), error = %e, "cannot remove an interrupted run's temporary output")
+                }
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("kalla-leftovers".into()).spawn(sweep) {
+        tracing::warn!(error = %e, "cannot start removing interrupted runs' temporary outputs");
     }
 }
 

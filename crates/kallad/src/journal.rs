@@ -27,6 +27,10 @@ pub(crate) struct Record {
     pub(crate) aliases: Vec<String>,
     /// The status document at this point.
     pub(crate) status: JobStatus,
+    /// The run's temporary output directory (`<output>.tmp-<run_id>`), removed at recovery if
+    /// the run left it behind. Absent in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tmp_dir: Option<std::path::PathBuf>,
 }
 
 /// The hex SHA-256 of a canonical request.
@@ -158,6 +162,7 @@ mod tests {
                 started_at: None,
                 finished_at: None,
             },
+            tmp_dir: None,
         }
     }
 

@@ -542,3 +542,42 @@ fn a_job_over_the_memory_limit_fails_clearly_and_the_daemon_lives_on() {
     assert!(text.lines().any(|l| l == "kalla_memory_pool_reserved_bytes 0"), "{text}");
     assert!(text.lines().any(|l| l == "kalla_jobs_total{outcome=\"failed\"} 1"), "{text}");
 }
+
+#[test]
+fn a_run_killed_with_kallad_has_its_temporary_output_removed_when_kallad_starts_again() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Arc::new(tempfile::tempdir().unwrap());
+    let d = Daemon::start_in(data.path(), Arc::clone(&out), &[]);
+    let job = long_job(data.path(), "rk");
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let id = job["run_id"].as_str().unwrap();
+    let tmp = out.path().join(format!("long/rk.tmp-{id}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tmp.is_dir() {
+        assert!(Instant::now() < deadline, "the run never created {tmp:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(d); // SIGKILL
+    assert!(tmp.is_dir());
+    // A removal still being retried when kallad exited leaves the directory renamed aside.
+    let removing = out.path().join(format!("long/rk.tmp-{id}.removing-6f1c1f43-9a56-4f1e-8d0e-3c1f8f0e2a11"));
+    // Names that are not this run's temporary directory stay.
+    let other_run = out.path().join("long/rk.tmp-00000000-0000-4000-8000-00000000beef");
+    let output = out.path().join("long/rk-done");
+    for dir in [&removing, &other_run, &output] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("part-x.parquet"), b"x").unwrap();
+    }
+
+    let d = Daemon::start_in(data.path(), Arc::clone(&out), &[]);
+    let (code, s) = d.get(&format!("/api/jobs/{id}"));
+    assert_eq!((code, s["error"]["code"].as_str()), (200, Some("daemon_restarted")), "{s}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tmp.exists() || removing.exists() {
+        assert!(Instant::now() < deadline, "left behind: {:?} {:?}", tmp.exists(), removing.exists());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(other_run.join("part-x.parquet").is_file());
+    assert!(output.join("part-x.parquet").is_file());
+    assert!(!out.path().join("long/rk").exists());
+}
