@@ -12,6 +12,11 @@
 //! matches); a composite key travels as `array_agg(struct(k1, k2))` (or `named_struct`) or as one
 //! `array_agg` per key column of the same aggregate. Casts and other expressions break the trail
 //! on purpose: a transformed value cannot be compared with the source's key exactly.
+//!
+//! A query can read one source more than once (a self-join matching a ledger's reversals against
+//! its entries). Every origin records which reference to the source it comes from, a composite
+//! key is only ever assembled from columns of one reference, and every reference that carries the
+//! whole key counts: a source row is matched when its key appears in any of them.
 
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -44,14 +49,51 @@ pub struct Origin {
     pub column: String,
     /// How the value travels.
     pub carrier: Carrier,
+    /// Which reference to the source in the query (`r<n>`, numbered in plan order; a UNION's
+    /// output joins its branches' references, `r1+r4`).
+    pub instance: String,
 }
 
 /// Per output column, the origins it carries.
 pub type Lineage = Vec<BTreeSet<Origin>>;
 
-/// Where a source's key is found in the output.
+/// Where a source's key is found in the output: every way the whole key travels (one per
+/// reference to the source that carries it, and per form it takes there), never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyTrace {
+pub struct KeyTrace {
+    /// The carriers, in output column order of their first column.
+    pub carriers: Vec<KeyCarrier>,
+}
+
+impl KeyTrace {
+    /// The number of key columns.
+    pub fn width(&self) -> usize {
+        match self.carriers.first() {
+            Some(KeyCarrier::Plain(idx) | KeyCarrier::Lists(idx)) => idx.len(),
+            Some(KeyCarrier::StructList { fields, .. }) => fields.len(),
+            None => 0,
+        }
+    }
+
+    /// The output columns that carry the key, each once, in output order.
+    pub fn columns(&self) -> Vec<usize> {
+        let mut columns: Vec<usize> = self
+            .carriers
+            .iter()
+            .flat_map(|c| match c {
+                KeyCarrier::Plain(idx) | KeyCarrier::Lists(idx) => idx.clone(),
+                KeyCarrier::StructList { column, .. } => vec![*column],
+            })
+            .collect();
+        columns.sort_unstable();
+        columns.dedup();
+        columns
+    }
+}
+
+/// One way a source's whole key travels in the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCarrier {
     /// Each key column is a plain output column (indices in key order).
     Plain(Vec<usize>),
     /// One output column holds `array_agg(struct(...))`; the struct field for each key column.
@@ -67,40 +109,50 @@ pub enum KeyTrace {
 
 /// Computes the lineage of every output column of `plan`; `sources` are lower-cased aliases.
 pub fn lineage(plan: &LogicalPlan, sources: &HashSet<String>) -> Lineage {
+    walk(plan, sources, &mut 0)
+}
+
+/// [`lineage`]; `references` counts the references to sources met so far (each one a new
+/// instance, even where the planner shares one subtree between two of them).
+fn walk(plan: &LogicalPlan, sources: &HashSet<String>, references: &mut usize) -> Lineage {
     let width = plan.schema().fields().len();
     let out = match plan {
         LogicalPlan::SubqueryAlias(s) => match source_of_alias(s.alias.table(), sources) {
-            Some(table) => s
-                .schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    BTreeSet::from([Origin {
-                        source: table.clone(),
-                        column: f.name().clone(),
-                        carrier: Carrier::Plain,
-                    }])
-                })
-                .collect(),
-            None => lineage(&s.input, sources),
+            Some(table) => {
+                *references += 1;
+                let instance = format!("r{references}");
+                s.schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        BTreeSet::from([Origin {
+                            source: table.clone(),
+                            column: f.name().clone(),
+                            carrier: Carrier::Plain,
+                            instance: instance.clone(),
+                        }])
+                    })
+                    .collect()
+            }
+            None => walk(&s.input, sources, references),
         },
         LogicalPlan::Projection(p) => {
-            let input = lineage(&p.input, sources);
+            let input = walk(&p.input, sources, references);
             p.expr.iter().map(|e| trace_expr(e, &p.input, &input)).collect()
         }
-        LogicalPlan::Filter(f) => lineage(&f.input, sources),
-        LogicalPlan::Sort(s) => lineage(&s.input, sources),
-        LogicalPlan::Limit(l) => lineage(&l.input, sources),
-        LogicalPlan::Repartition(r) => lineage(&r.input, sources),
-        LogicalPlan::Subquery(s) => lineage(&s.subquery, sources),
-        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => lineage(input, sources),
+        LogicalPlan::Filter(f) => walk(&f.input, sources, references),
+        LogicalPlan::Sort(s) => walk(&s.input, sources, references),
+        LogicalPlan::Limit(l) => walk(&l.input, sources, references),
+        LogicalPlan::Repartition(r) => walk(&r.input, sources, references),
+        LogicalPlan::Subquery(s) => walk(&s.subquery, sources, references),
+        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => walk(input, sources, references),
         LogicalPlan::Distinct(datafusion::logical_expr::Distinct::On(on)) => {
-            let input = lineage(&on.input, sources);
+            let input = walk(&on.input, sources, references);
             on.select_expr.iter().map(|e| trace_expr(e, &on.input, &input)).collect()
         }
         LogicalPlan::Join(j) => {
-            let left = lineage(&j.left, sources);
-            let right = lineage(&j.right, sources);
+            let left = walk(&j.left, sources, references);
+            let right = walk(&j.right, sources, references);
             match j.join_type {
                 JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
                     left.into_iter().chain(right).collect()
@@ -112,12 +164,12 @@ pub fn lineage(plan: &LogicalPlan, sources: &HashSet<String>) -> Lineage {
             }
         }
         LogicalPlan::Window(w) => {
-            let mut input = lineage(&w.input, sources);
+            let mut input = walk(&w.input, sources, references);
             input.extend(empty(w.window_expr.len()));
             input
         }
         LogicalPlan::Aggregate(agg) => {
-            let input = lineage(&agg.input, sources);
+            let input = walk(&agg.input, sources, references);
             let group_id = format!("aggregate@{:p}", agg as *const _);
             let mut out: Lineage = Vec::with_capacity(width);
             for g in &agg.group_expr {
@@ -136,12 +188,22 @@ pub fn lineage(plan: &LogicalPlan, sources: &HashSet<String>) -> Lineage {
             out
         }
         LogicalPlan::Union(u) => {
-            let branches: Vec<Lineage> = u.inputs.iter().map(|i| lineage(i, sources)).collect();
+            let branches: Vec<Lineage> = u.inputs.iter().map(|i| walk(i, sources, references)).collect();
             (0..width)
                 .map(|col| {
                     let mut iter = branches.iter().map(|b| b.get(col).cloned().unwrap_or_default());
                     let first = iter.next().unwrap_or_default();
-                    iter.fold(first, |acc, next| acc.intersection(&next).cloned().collect())
+                    // A column carries a source column when every branch carries it; its
+                    // reference is the branches' references together.
+                    iter.fold(first, |acc, next| {
+                        acc.iter()
+                            .flat_map(|a| {
+                                next.iter()
+                                    .filter(|b| a.source == b.source && a.column == b.column && a.carrier == b.carrier)
+                                    .map(|b| Origin { instance: format!("{}+{}", a.instance, b.instance), ..a.clone() })
+                            })
+                            .collect()
+                    })
                 })
                 .collect()
         }
@@ -231,55 +293,64 @@ fn trace_aggregate(e: &Expr, input: &LogicalPlan, input_lineage: &Lineage, group
     }
 }
 
-/// Finds where the key `key` of `source` (lower-cased alias) travels in the output.
+/// Finds where the key `key` of `source` (lower-cased alias) travels in the output: for each
+/// reference to the source, the key as plain columns, as one column of structs holding every key
+/// column, or as one list per key column from the same aggregate.
 pub fn trace_key(lineage: &Lineage, source: &str, key: &[String]) -> Option<KeyTrace> {
-    let find = |pred: &dyn Fn(&Origin) -> bool| lineage.iter().position(|set| set.iter().any(pred));
-    // 1. Every key column as a plain column.
-    let plain: Option<Vec<usize>> = key
-        .iter()
-        .map(|k| find(&|o: &Origin| o.source == source && &o.column == k && o.carrier == Carrier::Plain))
-        .collect();
-    if let Some(indices) = plain {
-        return Some(KeyTrace::Plain(indices));
-    }
-    // 2. One column of structs holding every key column.
-    for (i, set) in lineage.iter().enumerate() {
-        let fields: Option<Vec<String>> = key
-            .iter()
-            .map(|k| {
-                set.iter().find_map(|o| match &o.carrier {
-                    Carrier::StructList { field } if o.source == source && &o.column == k => Some(field.clone()),
-                    _ => None,
+    let instances: BTreeSet<&str> =
+        lineage.iter().flatten().filter(|o| o.source == source).map(|o| o.instance.as_str()).collect();
+    let mut carriers = Vec::new();
+    for instance in instances {
+        let ours = |o: &Origin, k: &String| o.source == source && o.instance == instance && &o.column == k;
+        let find = |pred: &dyn Fn(&Origin) -> bool| lineage.iter().position(|set| set.iter().any(pred));
+        // Every key column as a plain column.
+        let plain: Option<Vec<usize>> =
+            key.iter().map(|k| find(&|o: &Origin| ours(o, k) && o.carrier == Carrier::Plain)).collect();
+        if let Some(indices) = plain {
+            carriers.push(KeyCarrier::Plain(indices));
+        }
+        // One column of structs holding every key column.
+        for (i, set) in lineage.iter().enumerate() {
+            let fields: Option<Vec<String>> = key
+                .iter()
+                .map(|k| {
+                    set.iter().find_map(|o| match &o.carrier {
+                        Carrier::StructList { field } if ours(o, k) => Some(field.clone()),
+                        _ => None,
+                    })
                 })
+                .collect();
+            if let Some(fields) = fields {
+                carriers.push(KeyCarrier::StructList { column: i, fields });
+            }
+        }
+        // One list per key column, all from the same aggregate.
+        let groups: BTreeSet<&String> = lineage
+            .iter()
+            .flatten()
+            .filter(|o| o.source == source && o.instance == instance)
+            .filter_map(|o| match &o.carrier {
+                Carrier::List { group } => Some(group),
+                _ => None,
             })
             .collect();
-        if let Some(fields) = fields {
-            return Some(KeyTrace::StructList { column: i, fields });
-        }
-    }
-    // 3. One list per key column, all from the same aggregate.
-    let mut groups: BTreeSet<String> = BTreeSet::new();
-    for set in lineage {
-        for o in set {
-            if let Carrier::List { group } = &o.carrier
-                && o.source == source
-            {
-                groups.insert(group.clone());
+        for group in groups {
+            let lists: Option<Vec<usize>> = key
+                .iter()
+                .map(|k| {
+                    find(&|o: &Origin| matches!(&o.carrier, Carrier::List { group: g } if g == group) && ours(o, k))
+                })
+                .collect();
+            if let Some(indices) = lists {
+                carriers.push(KeyCarrier::Lists(indices));
             }
         }
     }
-    for group in groups {
-        let lists: Option<Vec<usize>> = key
-            .iter()
-            .map(|k| {
-                find(&|o: &Origin| {
-                    o.source == source && &o.column == k && o.carrier == Carrier::List { group: group.clone() }
-                })
-            })
-            .collect();
-        if let Some(indices) = lists {
-            return Some(KeyTrace::Lists(indices));
-        }
-    }
-    None
+    let first_column = |c: &KeyCarrier| match c {
+        KeyCarrier::Plain(idx) | KeyCarrier::Lists(idx) => idx.first().copied().unwrap_or(0),
+        KeyCarrier::StructList { column, .. } => *column,
+    };
+    carriers.sort_by_key(first_column);
+    carriers.dedup();
+    (!carriers.is_empty()).then_some(KeyTrace { carriers })
 }

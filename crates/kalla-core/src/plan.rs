@@ -324,12 +324,7 @@ impl PlannedJob {
         let mut sources = BTreeMap::new();
         for s in &self.sources {
             if let Some(trace) = &s.trace {
-                let cols = match trace {
-                    KeyTrace::Plain(idx) | KeyTrace::Lists(idx) => {
-                        idx.iter().map(|i| self.output_columns[*i].clone()).collect()
-                    }
-                    KeyTrace::StructList { column, .. } => vec![self.output_columns[*column].clone()],
-                };
+                let cols = trace.columns().into_iter().map(|i| self.output_columns[i].clone()).collect();
                 key_columns.insert(s.alias.clone(), cols);
             }
             sources.insert(

@@ -11,7 +11,7 @@
 //! 4. `summary.json` is written last, then the temporary directory is renamed into place.
 
 use crate::codec::{KallaPhysicalCodec, check_distributable, roundtrip_logical_plan, roundtrip_physical_plan};
-use crate::lineage::KeyTrace;
+use crate::lineage::{KeyCarrier, KeyTrace};
 use crate::output::{TmpDir, write_stream, write_synced};
 use crate::plan::{PlannedJob, PlannedSource};
 use crate::summary::{AuditSource, AuditTrail, FileAudit, PostgresAudit, SourceChecks, Summary};
@@ -20,6 +20,7 @@ use datafusion::common::{Column, DataFusionError, JoinType};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, case, lit};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
@@ -29,6 +30,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The column numbering matched rows while their keys are made distinct per row.
+const ROW_NUMBER: &str = "__kalla_row";
 
 /// Told about a run's progress.
 pub trait RunObserver: Send + Sync {
@@ -213,34 +217,72 @@ impl PlannedJob {
         Ok(out)
     }
 
-    /// The distinct key tuples present in the matched output, one row each column
-    /// `__kalla_k<j>`, with repetitions (one row per matched row carrying the key).
+    /// The key tuples present in the matched output, one row each in columns `__kalla_k<j>`, with
+    /// repetitions: every key a matched row carries, in every carrier of the trace (a source read
+    /// twice by the query can carry its key in two places). What the anti join compares against.
     fn matched_keys(&self, matched: DataFrame, trace: &KeyTrace) -> Result<DataFrame, DataFusionError> {
+        self.carried_keys(matched, trace, None)
+    }
+
+    /// The keys each matched row carries, each once per row, in columns `__kalla_k<j>`: what
+    /// counting the keys in more than one matched row needs. A row carries one key when the trace
+    /// is one plain carrier; a list (or two carriers) can carry a key twice in one row, so such
+    /// rows are numbered and their keys made distinct per row.
+    fn matched_key_rows(&self, matched: DataFrame, trace: &KeyTrace) -> Result<DataFrame, DataFusionError> {
+        if let [KeyCarrier::Plain(_)] = trace.carriers.as_slice() {
+            return self.carried_keys(matched, trace, None);
+        }
+        let numbered = matched.window(vec![row_number().alias(ROW_NUMBER)])?;
+        let keys: Vec<Expr> = (0..trace.width()).map(|j| col_exact(&key_alias(j))).collect();
+        self.carried_keys(numbered, trace, Some(ROW_NUMBER))?.distinct()?.select(keys)
+    }
+
+    /// The union of every carrier's keys (columns `__kalla_k<j>`, after `keep` when given).
+    fn carried_keys(
+        &self,
+        matched: DataFrame,
+        trace: &KeyTrace,
+        keep: Option<&str>,
+    ) -> Result<DataFrame, DataFusionError> {
+        let mut frames = trace.carriers.iter().map(|c| self.carrier_keys(matched.clone(), c, keep));
+        let first = frames.next().ok_or_else(|| DataFusionError::Internal("a key trace without carriers".into()))??;
+        frames.try_fold(first, |all, next| all.union(next?))
+    }
+
+    /// The keys one carrier holds, one row per key (lists unnested), in columns `__kalla_k<j>`.
+    fn carrier_keys(
+        &self,
+        matched: DataFrame,
+        carrier: &KeyCarrier,
+        keep: Option<&str>,
+    ) -> Result<DataFrame, DataFusionError> {
         let names = &self.output_columns;
-        match trace {
-            KeyTrace::Plain(idx) => matched.select(
-                idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))).collect::<Vec<_>>(),
-            ),
-            KeyTrace::Lists(idx) => {
+        let kept = || keep.iter().map(|k| col_exact(k)).collect::<Vec<_>>();
+        let aliased = |idx: &[usize]| {
+            kept()
+                .into_iter()
+                .chain(idx.iter().enumerate().map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j))))
+                .collect::<Vec<_>>()
+        };
+        match carrier {
+            KeyCarrier::Plain(idx) => matched.select(aliased(idx)),
+            KeyCarrier::Lists(idx) => {
                 let aliases: Vec<String> = (0..idx.len()).map(key_alias).collect();
                 let refs: Vec<&str> = aliases.iter().map(String::as_str).collect();
-                matched
-                    .select(
-                        idx.iter()
-                            .enumerate()
-                            .map(|(j, i)| col_exact(&names[*i]).alias(key_alias(j)))
-                            .collect::<Vec<_>>(),
-                    )?
-                    .unnest_columns(&refs)
+                matched.select(aliased(idx))?.unnest_columns(&refs)
             }
-            KeyTrace::StructList { column, fields } => matched
-                .select(vec![col_exact(&names[*column]).alias("__kalla_s")])?
+            KeyCarrier::StructList { column, fields } => matched
+                .select(kept().into_iter().chain([col_exact(&names[*column]).alias("__kalla_s")]).collect::<Vec<_>>())?
                 .unnest_columns(&["__kalla_s"])?
                 .select(
-                    fields
-                        .iter()
-                        .enumerate()
-                        .map(|(j, f)| get_field(col_exact("__kalla_s"), f.as_str()).alias(key_alias(j)))
+                    kept()
+                        .into_iter()
+                        .chain(
+                            fields
+                                .iter()
+                                .enumerate()
+                                .map(|(j, f)| get_field(col_exact("__kalla_s"), f.as_str()).alias(key_alias(j))),
+                        )
                         .collect::<Vec<_>>(),
                 ),
         }
@@ -386,7 +428,9 @@ impl PlannedJob {
         };
         let file = format!("unmatched_{}.parquet", source.alias);
         let path = dir.join(&file);
-        let keys = self.matched_keys(self.read_matched(matched_path).await.map_err(fail)?, trace).map_err(fail)?;
+        let matched = self.read_matched(matched_path).await.map_err(fail)?;
+        let keys = self.matched_keys(matched.clone(), trace).map_err(fail)?;
+        let key_rows = self.matched_key_rows(matched, trace).map_err(fail)?;
         let anti =
             source.frame.clone().join_on(keys.clone(), JoinType::LeftAnti, Self::key_join(source)).map_err(fail)?;
         let label = format!("unmatched rows of {}", source.alias);
@@ -394,8 +438,10 @@ impl PlannedJob {
             Some(runner) => runner.key_join_session(&self.ctx).map_err(fail)?,
             None => self.ctx.clone(),
         };
-        let (rows, checks) =
-            self.source_checks(source, keys, &path, self.write(&label, anti, &path, &anti_ctx)).await.map_err(fail)?;
+        let (rows, checks) = self
+            .source_checks(source, key_rows, &path, self.write(&label, anti, &path, &anti_ctx))
+            .await
+            .map_err(fail)?;
         Ok(SourceResult {
             total: checks.total_rows,
             unmatched: Some(rows),

@@ -545,3 +545,79 @@ async fn not_in_over_nullable_values_runs_whole_here_and_is_refused_for_executor
     assert_eq!(e.code, kalla_recipe::ErrorCode::NotDistributable, "{e:?}");
     assert!(e.message.contains("NOT IN"), "{}", e.message);
 }
+
+#[tokio::test]
+async fn a_self_join_takes_each_key_from_one_reference_and_every_reference_counts_as_matched() {
+    // Reversals matched within one ledger: the entry (positive) and its reversal (negative) are
+    // both matched. The composite key of each side comes from that side only.
+    let f = Fixture::new();
+    f.file("ledger.csv", "k1,k2,ref,amt\n1,x,r,5\n2,y,r,-5\n3,z,q,7\n");
+    let sources = json!([{"alias": "ledger", "uri": "ledger.csv", "primary_key": ["k1", "k2"]}]);
+    let o = f
+        .run(job(
+            "SELECT x.k1, y.k1 AS rk1, y.k2 AS rk2, x.k2 FROM ledger x JOIN ledger y \
+             ON x.ref = y.ref AND x.amt = -y.amt AND x.amt > 0",
+            sources,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(o.counts.matched, 1);
+    assert_eq!(tuples(&o.dir.join("unmatched_ledger.parquet"), &["k1", "k2"]), set(&["3/z"]));
+    let checks = &o.summary["audit"]["checks"]["ledger"];
+    assert_eq!(
+        (&checks["total_keys"], &checks["matched_keys"], &checks["unmatched_keys"], &checks["keys_balance"]),
+        (&json!(3), &json!(2), &json!(1), &json!(true))
+    );
+    assert_eq!(checks["multi_matched_keys"], json!(0));
+
+    // One key column: the same, and a row pairing an entry with itself carries its key once.
+    f.file("single.csv", "id,ref,amt\n1,r,5\n2,r,-5\n3,q,7\n4,s,0\n");
+    let sources = json!([{"alias": "single", "uri": "single.csv", "primary_key": ["id"]}]);
+    let o = f
+        .run(job(
+            "SELECT x.id, y.id AS reversal_id FROM single x JOIN single y ON x.ref = y.ref AND x.amt = -y.amt AND x.amt >= 0",
+            sources,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(o.counts.matched, 2);
+    assert_eq!(keys(&o.dir.join("unmatched_single.parquet"), "id"), set(&["3"]));
+    let checks = &o.summary["audit"]["checks"]["single"];
+    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(0)));
+}
+
+#[tokio::test]
+async fn a_key_repeated_in_one_matched_rows_list_is_matched_by_that_row_once() {
+    let f = Fixture::new();
+    f.file("invoices.csv", "invoice_id,ref\n1,r\n2,r\n3,s\n");
+    f.file("payments.csv", "payment_id,bref\np1,r\np2,r\np3,s\np4,t\n");
+    let sources = || {
+        json!([
+            {"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]},
+            {"alias": "payments", "uri": "payments.csv"}
+        ])
+    };
+    // Grouped by reference: the group r lists invoices 1 and 2 twice each (once per payment),
+    // yet each is in one matched row.
+    let o = f
+        .run(job(
+            "SELECT p.bref, array_agg(i.invoice_id) AS ids FROM invoices i JOIN payments p ON i.ref = p.bref GROUP BY p.bref",
+            sources(),
+        ))
+        .await
+        .unwrap();
+    let checks = &o.summary["audit"]["checks"]["invoices"];
+    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(0)));
+    // Grouped by payment: invoices 1 and 2 are each in the rows of p1 and of p2.
+    let o = f
+        .run(job(
+            "SELECT p.payment_id, array_agg(i.invoice_id) AS ids FROM invoices i JOIN payments p ON i.ref = p.bref \
+             GROUP BY p.payment_id",
+            sources(),
+        ))
+        .await
+        .unwrap();
+    let checks = &o.summary["audit"]["checks"]["invoices"];
+    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(2)));
+    assert_eq!(row_count(&o.dir.join("unmatched_invoices.parquet")), 0);
+}
