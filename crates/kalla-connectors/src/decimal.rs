@@ -83,7 +83,7 @@ fn to_i256(d: &Digits) -> i256 {
 }
 
 /// Parses `text` exactly at `decimal(precision, scale)` and returns the unscaled value.
-pub(crate) fn parse_exact_unscaled(text: &str, precision: u8, scale: i8) -> std::result::Result<i256, String> {
+pub fn parse_exact_unscaled(text: &str, precision: u8, scale: i8) -> std::result::Result<i256, String> {
     parse_exact(text, precision, scale).map(|d| to_i256(&d))
 }
 

@@ -8,7 +8,9 @@
 use crate::lineage::{KeyTrace, SOURCE_MARKER_PREFIX, lineage, source_marker, trace_key};
 use crate::output::{ResolvedOutput, resolve_output};
 use crate::progress::ReadTracker;
-use crate::sql::{parse_match_sql, planning_error, strip_df_prefix};
+use crate::sql::{
+    check_outer_join_using, check_text_decimal_literals, parse_match_sql, planning_error, strip_df_prefix,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::logical_expr::LogicalPlan;
@@ -223,6 +225,11 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
     let match_plan = ctx.state().statement_to_plan(statement).await.map_err(planning_error)?;
     let output_columns: Vec<String> = match_plan.schema().fields().iter().map(|f| f.name().clone()).collect();
     check_unique_columns(&match_plan)?;
+    check_outer_join_using(&match_plan)?;
+    let state = ctx.state();
+    if let Ok(analyzed) = state.analyzer().execute_and_check(match_plan.clone(), state.config_options(), |_, _| {}) {
+        check_text_decimal_literals(&analyzed)?;
+    }
     // Optimizing and physical planning catch type errors (a UDF given text, …) before the job
     // is accepted.
     let physical = ctx.state().create_physical_plan(&match_plan).await;

@@ -1,6 +1,9 @@
 //! Admission of `match_sql`: exactly one query, and planner errors mapped to API codes.
 
-use datafusion::common::{DataFusionError, SchemaError};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, JoinConstraint, JoinType, ScalarValue, SchemaError};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -210,6 +213,74 @@ pub fn planning_error(e: DataFusionError) -> KallaError {
         _ => ErrorCode::InvalidSql,
     };
     KallaError::at(code, "match_sql", message)
+}
+
+/// Refuses `RIGHT`/`FULL JOIN … USING (…)` and `NATURAL RIGHT`/`FULL JOIN`: DataFusion 55 gives
+/// their shared column the left side's value on every row, so on a row only the right side has
+/// the column reads NULL instead of the right side's value (SQL's `COALESCE(left, right)`).
+pub fn check_outer_join_using(plan: &LogicalPlan) -> Result<(), KallaError> {
+    let mut refused = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Join(j) = node
+            && j.join_constraint == JoinConstraint::Using
+            && matches!(j.join_type, JoinType::Right | JoinType::Full)
+        {
+            refused = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if refused {
+        return Err(KallaError::at(
+            ErrorCode::InvalidSql,
+            "match_sql",
+            "RIGHT and FULL joins with USING (or NATURAL) are not supported: the engine would give their shared \
+             column the left side's value, NULL on rows only the right side has; join ON a.col = b.col and select \
+             both columns, or COALESCE(a.col, b.col)",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a text literal that the planner turned into a decimal it cannot hold exactly
+/// (`amount = '10.005'` against a `decimal(12,2)` column): DataFusion casts the text to the
+/// column's type, which rounds it (to 10.01) and silently changes which rows match. `plan` is
+/// `match_sql`'s plan after the analyzer (where the casts are still visible); an unquoted number
+/// is compared exactly and is not affected.
+pub fn check_text_decimal_literals(plan: &LogicalPlan) -> Result<(), KallaError> {
+    let mut refused: Option<String> = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                let (inner, to) = match e {
+                    Expr::Cast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    Expr::TryCast(c) => (c.expr.as_ref(), c.field.data_type()),
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                let (Expr::Literal(value, _), DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) = (inner, to)
+                else {
+                    return Ok(TreeNodeRecursion::Continue);
+                };
+                let text = match value {
+                    ScalarValue::Utf8(Some(t)) | ScalarValue::LargeUtf8(Some(t)) | ScalarValue::Utf8View(Some(t)) => t,
+                    _ => return Ok(TreeNodeRecursion::Continue),
+                };
+                let exact = *s >= 0 && kalla_connectors::decimal::parse_exact_unscaled(text, *p, *s).is_ok();
+                if exact {
+                    return Ok(TreeNodeRecursion::Continue);
+                }
+                refused = Some(format!(
+                    "the text {text:?} is compared with a decimal({p},{s}) value and would be rounded or cut to \
+                     fit it; write the number without quotes to compare it exactly"
+                ));
+                Ok(TreeNodeRecursion::Stop)
+            })
+        })
+    });
+    match refused {
+        Some(message) => Err(KallaError::at(ErrorCode::InvalidSql, "match_sql", message)),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

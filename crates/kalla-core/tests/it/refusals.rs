@@ -169,3 +169,51 @@ async fn reserved_names_are_refused() {
     let (code, ..) = refused(&f, job("SELECT invoice_id FROM __kalla_source_invoices", sources())).await;
     assert_eq!(code, ErrorCode::InvalidSql);
 }
+
+#[tokio::test]
+async fn quoted_numbers_a_decimal_column_would_round_are_refused() {
+    // DataFusion casts the text to the column's decimal(38,2): '10.005' would become 10.01 and
+    // match I1's 10.00 nowhere but a payment of 10.01 — silently.
+    let f = fixture();
+    for cond in
+        ["i.amount = '10.005'", "i.amount > '10.005'", "i.amount IN ('20.00', '10.005')", "'10.005' <= p.amount"]
+    {
+        let (code, field, message) = refused(&f, job(&format!("{OK_SQL} WHERE {cond}"), sources())).await;
+        assert_eq!((code, field.as_deref()), (ErrorCode::InvalidSql, Some("match_sql")), "{cond}");
+        assert!(message.contains("\"10.005\"") && message.contains("without quotes"), "{message}");
+    }
+    // Text the column holds exactly, and unquoted numbers, are compared exactly.
+    for (cond, matched) in [
+        ("i.amount = '10.00'", 1),
+        ("i.amount = '10.000'", 1),
+        ("i.amount = 10.005", 0),
+        ("i.amount > 10.005", 0),
+        ("i.amount < 10.005", 1),
+    ] {
+        let o = f.run_once(job(&format!("{OK_SQL} WHERE {cond}"), sources()), false, 2).await.unwrap();
+        assert_eq!(o.counts.matched, matched, "{cond}");
+    }
+}
+
+#[tokio::test]
+async fn right_and_full_joins_using_a_shared_column_are_refused() {
+    let f = fixture();
+    for sql in [
+        "SELECT i.invoice_id, p.payment_id FROM invoices i FULL JOIN payments p USING (ref)",
+        "SELECT ref, i.invoice_id, p.payment_id FROM invoices i RIGHT JOIN payments p USING (ref)",
+        "SELECT i.invoice_id, p.payment_id FROM (SELECT invoice_id, ref FROM invoices) i NATURAL FULL JOIN \
+         (SELECT payment_id, ref FROM payments) p",
+    ] {
+        let (code, field, message) = refused(&f, job(sql, sources())).await;
+        assert_eq!((code, field.as_deref()), (ErrorCode::InvalidSql, Some("match_sql")), "{sql}");
+        assert!(message.contains("USING") && message.contains("COALESCE"), "{message}");
+    }
+    // USING in inner and left joins keeps the left value, which is the right one there.
+    for (sql, matched) in [
+        ("SELECT ref, i.invoice_id, p.payment_id FROM invoices i JOIN payments p USING (ref)", 1),
+        ("SELECT ref, i.invoice_id, p.payment_id FROM invoices i LEFT JOIN payments p USING (ref)", 2),
+    ] {
+        let o = f.run_once(job(sql, sources()), false, 2).await.unwrap();
+        assert_eq!(o.counts.matched, matched, "{sql}");
+    }
+}
