@@ -20,6 +20,7 @@ use datafusion::common::{Column, DataFusionError, JoinType};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_nested::expr_fn::array_distinct;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{Expr, case, lit};
 use datafusion::physical_plan::ExecutionPlan;
@@ -229,8 +230,16 @@ impl PlannedJob {
     /// is one plain carrier; a list (or two carriers) can carry a key twice in one row, so such
     /// rows are numbered and their keys made distinct per row.
     fn matched_key_rows(&self, matched: DataFrame, trace: &KeyTrace) -> Result<DataFrame, DataFusionError> {
-        if let [KeyCarrier::Plain(_)] = trace.carriers.as_slice() {
-            return self.carried_keys(matched, trace, None);
+        match trace.carriers.as_slice() {
+            [KeyCarrier::Plain(_)] => return self.carried_keys(matched, trace, None),
+            // One list of one key column (the usual 1:N match): its distinct elements.
+            [KeyCarrier::Lists(idx)] if idx.len() == 1 => {
+                let key = key_alias(0);
+                return matched
+                    .select(vec![array_distinct(col_exact(&self.output_columns[idx[0]])).alias(&key)])?
+                    .unnest_columns(&[key.as_str()]);
+            }
+            _ => {}
         }
         let numbered = matched.window(vec![row_number().alias(ROW_NUMBER)])?;
         let keys: Vec<Expr> = (0..trace.width()).map(|j| col_exact(&key_alias(j))).collect();

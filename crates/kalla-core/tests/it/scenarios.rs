@@ -608,6 +608,17 @@ async fn a_key_repeated_in_one_matched_rows_list_is_matched_by_that_row_once() {
         .unwrap();
     let checks = &o.summary["audit"]["checks"]["invoices"];
     assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(0)));
+    // The same with the key in a list of structs that also hold another column.
+    let o = f
+        .run(job(
+            "SELECT p.bref, array_agg(named_struct('id', i.invoice_id, 'pid', p.payment_id)) AS paid \
+             FROM invoices i JOIN payments p ON i.ref = p.bref GROUP BY p.bref",
+            sources(),
+        ))
+        .await
+        .unwrap();
+    let checks = &o.summary["audit"]["checks"]["invoices"];
+    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(0)));
     // Grouped by payment: invoices 1 and 2 are each in the rows of p1 and of p2.
     let o = f
         .run(job(
