@@ -9,7 +9,8 @@
 //! a numeric-looking column with a leading zero (`007`) stays text, and a column of plain decimal
 //! numbers (`12.50`) becomes `decimal(38, s)` with `s` the most fractional digits seen, instead of
 //! a float. Decimal columns are read as text and converted exactly by `kalla_decimal`, so a value
-//! that would lose digits fails the job instead of being truncated.
+//! that would lose digits fails the job instead of being truncated. A column whose header repeats
+//! another's name is refused.
 //!
 //! Values past the sample (and in the other files of a directory) are held to the inferred types:
 //! inferred numeric columns are read as text and converted by `kalla_inferred`
@@ -227,12 +228,24 @@ fn plain_decimal_scale(v: &str) -> Option<usize> {
 }
 
 /// Infers a CSV schema from the first records of `file` (see the module docs for the rules).
-fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, ConnectorError> {
+/// `shown` names the file in messages.
+fn infer_csv(file: &FileEntry, shown: &str, kind: Kind, opts: &CsvOptions) -> Result<Schema, ConnectorError> {
     let format = arrow_format(opts)?;
     let name = file.path.display().to_string();
     let read_err =
         |e: datafusion::arrow::error::ArrowError| ConnectorError::Read { path: name.clone(), message: e.to_string() };
     let (inferred, _) = format.infer_schema(open_maybe_gz(&file.path, kind)?, Some(INFER_RECORDS)).map_err(read_err)?;
+    let names: Vec<&String> = inferred.fields().iter().map(|f| f.name()).collect();
+    for (i, name) in names.iter().enumerate() {
+        if let Some(j) = names[i + 1..].iter().position(|other| other == name) {
+            return Err(ConnectorError::DuplicateColumn {
+                path: shown.to_string(),
+                column: name.to_string(),
+                first: i + 1,
+                second: i + j + 2,
+            });
+        }
+    }
     // Read the same sample as text to apply the money-safe rules.
     let text_schema = Arc::new(Schema::new(
         inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
@@ -376,7 +389,7 @@ pub async fn open_file_source(
         Kind::Csv | Kind::CsvGz => {
             let root = data_root.canonicalize().unwrap_or_else(|_| data_root.to_path_buf());
             let shown = |f: &FileEntry| f.path.strip_prefix(&root).unwrap_or(&f.path).display().to_string();
-            let inferred = infer_csv(first, kind, &source.csv)?;
+            let inferred = infer_csv(first, &shown(first), kind, &source.csv)?;
             let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
             // Decimal columns, and numeric columns whose type was inferred, are read as text and
             // converted strictly (`kalla_decimal`, `kalla_inferred`). DataFusion 55's CSV scan

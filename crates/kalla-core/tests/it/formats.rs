@@ -352,3 +352,17 @@ async fn a_negative_zero_in_the_inference_sample_keeps_the_column_as_text() {
     let checks = &o.summary["audit"]["checks"]["a"];
     assert_eq!((checks["total_keys"].as_u64(), checks["duplicate_keys"].as_u64()), (Some(2), Some(0)));
 }
+
+#[tokio::test]
+async fn a_csv_header_naming_a_column_twice_is_refused_naming_it() {
+    let f = Fixture::new();
+    f.file("dup/a.csv", "id,ref,id\n1,x,2\n");
+    let sources = json!([{"alias": "a", "uri": "dup/a.csv", "primary_key": ["ref"]}]);
+    let e = f.plan(job("SELECT ref FROM a", sources), 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");
+    assert_eq!(e.field.as_deref(), Some("sources[0].uri"));
+    assert_eq!(
+        e.message,
+        "dup/a.csv: the header names column \"id\" twice (fields 1 and 3); column names must be unique"
+    );
+}
