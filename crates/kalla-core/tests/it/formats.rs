@@ -366,3 +366,85 @@ async fn a_csv_header_naming_a_column_twice_is_refused_naming_it() {
         "dup/a.csv: the header names column \"id\" twice (fields 1 and 3); column names must be unique"
     );
 }
+
+/// A Parquet source as Arrow writers other than Kalla's make them: a `date64` column and string
+/// columns (read by Kalla as string views).
+fn dated_batch() -> RecordBatch {
+    use datafusion::arrow::array::Date64Array;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("invoice_id", DataType::Utf8, true),
+        Field::new("ref", DataType::Utf8, true),
+        Field::new("due", DataType::Date64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["I1", "I2", "I3"])),
+            Arc::new(StringArray::from(vec![Some("A"), Some("A"), None])),
+            // 2026-01-01, 1969-12-31 (before the epoch), NULL.
+            Arc::new(Date64Array::from(vec![Some(1_767_225_600_000), Some(-86_400_000), None])),
+        ],
+    )
+    .unwrap()
+}
+
+/// The Arrow schema a Parquet file declares (its embedded `ARROW:schema`, as readers take it),
+/// the Parquet logical type of each leaf column, and its rows.
+fn written(path: &std::path::Path) -> (Schema, Vec<Option<String>>, Vec<String>) {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().as_ref().clone();
+    let logical =
+        builder.parquet_schema().columns().iter().map(|c| c.logical_type_ref().map(|t| format!("{t:?}"))).collect();
+    (schema, logical, all_rows(path))
+}
+
+#[tokio::test]
+async fn parquet_outputs_write_dates_as_dates_and_strings_as_plain_strings() {
+    let f = Fixture::new();
+    f.parquet("invoices.parquet", &dated_batch());
+    f.file("payments.csv", "payment_id,ref\nP1,A\nP2,Z\n");
+    let sources = json!([
+        {"alias": "invoices", "uri": "invoices.parquet", "primary_key": ["invoice_id"]},
+        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
+    ]);
+    let sql = "SELECT p.payment_id, array_agg(i.invoice_id) AS invoice_ids, min(i.due) AS due \
+        FROM invoices i JOIN payments p ON i.ref = p.ref GROUP BY p.payment_id";
+    let o = f.run(job(sql, sources)).await.unwrap();
+    let (schema, logical, rows) = written(&o.dir.join("matched.parquet"));
+    let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(
+        types,
+        vec![DataType::Utf8, DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), DataType::Date32]
+    );
+    assert_eq!(logical, vec![Some("String".into()), Some("String".into()), Some("Date".into())]);
+    assert_eq!(rows, vec!["payment_id=P1|invoice_ids=[I1,I2]|due=1969-12-31"]);
+    // The anti join read the list of keys back: I3 is the one invoice unmatched.
+    let (schema, logical, rows) = written(&o.dir.join("unmatched_invoices.parquet"));
+    let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(types, vec![DataType::Utf8, DataType::Utf8, DataType::Date32]);
+    assert_eq!(logical, vec![Some("String".into()), Some("String".into()), Some("Date".into())]);
+    assert_eq!(rows, vec!["invoice_id=I3|ref=NULL|due=NULL"]);
+    assert_eq!(all_rows(&o.dir.join("unmatched_payments.parquet")), vec!["payment_id=P2|ref=Z"]);
+}
+
+#[tokio::test]
+async fn a_date64_holding_a_time_of_day_fails_the_run_rather_than_losing_it() {
+    use datafusion::arrow::array::Date64Array;
+    let f = Fixture::new();
+    let batch = dated_batch();
+    let mut columns = batch.columns().to_vec();
+    columns[2] = Arc::new(Date64Array::from(vec![Some(1_767_225_600_000), Some(1_767_225_600_001), None]));
+    f.parquet("invoices.parquet", &RecordBatch::try_new(batch.schema(), columns).unwrap());
+    let sources = json!([{"alias": "invoices", "uri": "invoices.parquet", "primary_key": ["invoice_id"]}]);
+    let request = job("SELECT invoice_id, due FROM invoices", sources);
+    let output_path = request["output_path"].as_str().unwrap().to_string();
+    let e = f.run_once(request, false, 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");
+    assert_eq!(
+        e.message,
+        "column due: the date64 value 1767225600001 (milliseconds since 1970-01-01) is not a whole day; \
+         dates are written as dates, and this one would lose its time of day"
+    );
+    assert_no_output(&f, &output_path);
+}
