@@ -85,6 +85,20 @@ pub enum ConnectorError {
         /// What the reader said.
         message: String,
     },
+    /// A CSV header names a column twice.
+    #[error(
+        "{path}: the header names column {column:?} twice (fields {first} and {second}); column names must be unique"
+    )]
+    DuplicateColumn {
+        /// The file, as messages show it.
+        path: String,
+        /// The repeated name.
+        column: String,
+        /// The 1-based position of its first occurrence.
+        first: usize,
+        /// The 1-based position of its second occurrence.
+        second: usize,
+    },
     /// An I/O error.
     #[error("cannot read {path:?}: {source}")]
     Io {
@@ -155,7 +169,9 @@ impl ConnectorError {
                 KallaError::at(ErrorCode::UnknownColumn, format!("{field}.column"), message)
             }
             ConnectorError::InvalidFilter { field, .. } => KallaError::at(ErrorCode::InvalidFilter, field, message),
-            ConnectorError::Read { .. } => KallaError::at(ErrorCode::SourceReadFailed, uri, message),
+            ConnectorError::Read { .. } | ConnectorError::DuplicateColumn { .. } => {
+                KallaError::at(ErrorCode::SourceReadFailed, uri, message)
+            }
             ConnectorError::Io { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
             ConnectorError::InvalidUri { .. } => KallaError::at(ErrorCode::InvalidField, uri, message),
             ConnectorError::Postgres { .. } | ConnectorError::PgUnavailable { .. } => {

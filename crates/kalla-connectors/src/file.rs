@@ -9,11 +9,19 @@
 //! a numeric-looking column with a leading zero (`007`) stays text, and a column of plain decimal
 //! numbers (`12.50`) becomes `decimal(38, s)` with `s` the most fractional digits seen, instead of
 //! a float. Decimal columns are read as text and converted exactly by `kalla_decimal`, so a value
-//! that would lose digits fails the job instead of being truncated.
+//! that would lose digits fails the job instead of being truncated. A column whose header repeats
+//! another's name is refused.
+//!
+//! Values past the sample (and in the other files of a directory) are held to the inferred types:
+//! inferred numeric columns are read as text and converted by `kalla_inferred`
+//! ([`crate::inferred`]), which fails the job, naming the file, line and column, on a value that
+//! would not read back as the text it is (`0012`, `+12`, ` 12`, `-0` in a bigint column) instead
+//! of silently merging it with another key. A column given a type in `schema` is read as declared.
 
 use crate::decimal::ParseDecimalUdf;
 use crate::error::ConnectorError;
-use crate::types::parse_sql_type;
+use crate::inferred::{CsvFileRef, InferredColumn, InferredUdf};
+use crate::types::{parse_sql_type, sql_type_name};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::csv::ReaderBuilder;
 use datafusion::arrow::csv::reader::Format;
@@ -204,6 +212,11 @@ fn leading_zero(v: &str) -> bool {
     b.len() > 1 && b[0] == b'0' && b[1].is_ascii_digit()
 }
 
+/// `-0` (or `-00`…): an integer that would not read back as the text it is.
+fn negative_zero_integer(v: &str) -> bool {
+    v.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b == b'0'))
+}
+
 /// Fractional digits of a plain decimal (`-12.50` → Some(2)); None when not a plain decimal.
 fn plain_decimal_scale(v: &str) -> Option<usize> {
     let v = v.trim().trim_start_matches(['+', '-']);
@@ -215,12 +228,24 @@ fn plain_decimal_scale(v: &str) -> Option<usize> {
 }
 
 /// Infers a CSV schema from the first records of `file` (see the module docs for the rules).
-fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, ConnectorError> {
+/// `shown` names the file in messages.
+fn infer_csv(file: &FileEntry, shown: &str, kind: Kind, opts: &CsvOptions) -> Result<Schema, ConnectorError> {
     let format = arrow_format(opts)?;
     let name = file.path.display().to_string();
     let read_err =
         |e: datafusion::arrow::error::ArrowError| ConnectorError::Read { path: name.clone(), message: e.to_string() };
     let (inferred, _) = format.infer_schema(open_maybe_gz(&file.path, kind)?, Some(INFER_RECORDS)).map_err(read_err)?;
+    let names: Vec<&String> = inferred.fields().iter().map(|f| f.name()).collect();
+    for (i, name) in names.iter().enumerate() {
+        if let Some(j) = names[i + 1..].iter().position(|other| other == name) {
+            return Err(ConnectorError::DuplicateColumn {
+                path: shown.to_string(),
+                column: name.to_string(),
+                first: i + 1,
+                second: i + j + 2,
+            });
+        }
+    }
     // Read the same sample as text to apply the money-safe rules.
     let text_schema = Arc::new(Schema::new(
         inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
@@ -229,6 +254,7 @@ fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, 
     builder = builder.with_bounds(0, INFER_RECORDS);
     let reader = builder.build(open_maybe_gz(&file.path, kind)?).map_err(read_err)?;
     let mut leading = vec![false; inferred.fields().len()];
+    let mut negative_zero = vec![false; inferred.fields().len()];
     let mut scales: Vec<Option<usize>> = vec![Some(0); inferred.fields().len()];
     for batch in reader {
         let batch = batch.map_err(read_err)?;
@@ -237,6 +263,9 @@ fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, 
             for v in strings.iter().flatten() {
                 if leading_zero(v) {
                     leading[i] = true;
+                }
+                if negative_zero_integer(v) {
+                    negative_zero[i] = true;
                 }
                 scales[i] = match (scales[i], plain_decimal_scale(v)) {
                     (Some(a), Some(b)) => Some(a.max(b)),
@@ -252,6 +281,7 @@ fn infer_csv(file: &FileEntry, kind: Kind, opts: &CsvOptions) -> Result<Schema, 
         .map(|(i, f)| {
             let t = match f.data_type() {
                 DataType::Int64 | DataType::Float64 if leading[i] => DataType::Utf8,
+                DataType::Int64 if negative_zero[i] => DataType::Utf8,
                 DataType::Float64 => match scales[i] {
                     Some(s) if s <= 18 => DataType::Decimal128(38, s as i8),
                     _ => DataType::Float64,
@@ -357,13 +387,20 @@ pub async fn open_file_source(
             })
         }
         Kind::Csv | Kind::CsvGz => {
-            let inferred = infer_csv(first, kind, &source.csv)?;
+            let root = data_root.canonicalize().unwrap_or_else(|_| data_root.to_path_buf());
+            let shown = |f: &FileEntry| f.path.strip_prefix(&root).unwrap_or(&f.path).display().to_string();
+            let inferred = infer_csv(first, &shown(first), kind, &source.csv)?;
             let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
-            // Decimal columns are read as text and converted exactly. DataFusion 55's CSV scan
+            // Decimal columns, and numeric columns whose type was inferred, are read as text and
+            // converted strictly (`kalla_decimal`, `kalla_inferred`). DataFusion 55's CSV scan
             // ignores null patterns, so with a `null_value` every column is read as text, the
             // pattern is turned into NULL, and the text is converted (a value that does not
             // convert fails the job rather than becoming NULL).
             let all_text = source.csv.null_value.is_some();
+            let strictly_inferred = |f: &Field| {
+                !source.schema.contains_key(f.name())
+                    && matches!(f.data_type(), DataType::Int64 | DataType::Float64 | DataType::Decimal128(..))
+            };
             let read_schema = Schema::new(
                 final_schema
                     .fields()
@@ -372,34 +409,50 @@ pub async fn open_file_source(
                         DataType::Decimal128(..) | DataType::Decimal256(..) => {
                             Field::new(f.name(), DataType::Utf8, true)
                         }
-                        _ if all_text => Field::new(f.name(), DataType::Utf8, true),
+                        _ if all_text || strictly_inferred(f) => Field::new(f.name(), DataType::Utf8, true),
                         t => Field::new(f.name(), t.clone(), true),
                     })
                     .collect::<Vec<_>>(),
             );
-            let parse = Arc::new(ScalarUDF::new_from_impl(ParseDecimalUdf::default()));
-            let projection = final_schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let raw = match &source.csv.null_value {
-                        Some(null) => nullif(col_exact(f.name()), lit(null.clone())),
-                        None => col_exact(f.name()),
-                    };
-                    let value = match f.data_type() {
-                        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => parse.call(vec![
-                            raw,
-                            lit(*p as i64),
-                            lit(*s as i64),
-                            lit(format!("{}.{}", source.alias, f.name())),
-                        ]),
-                        DataType::Utf8 => raw,
-                        t if all_text => cast(raw, t.clone()),
-                        _ => raw,
-                    };
-                    value.alias(f.name())
-                })
-                .collect();
+            let parse = Arc::new(parse_decimal_udf());
+            let inferred_udf = Arc::new(inferred_udf());
+            let file_refs: Vec<CsvFileRef> =
+                files.iter().map(|f| CsvFileRef { path: f.path.display().to_string(), shown: shown(f) }).collect();
+            let mut projection = Vec::with_capacity(final_schema.fields().len());
+            for (index, f) in final_schema.fields().iter().enumerate() {
+                let raw = match &source.csv.null_value {
+                    Some(null) => nullif(col_exact(f.name()), lit(null.clone())),
+                    None => col_exact(f.name()),
+                };
+                let value = match f.data_type() {
+                    _ if strictly_inferred(f) => {
+                        let column = InferredColumn {
+                            source: source.alias.clone(),
+                            column: f.name().clone(),
+                            index,
+                            files: file_refs.clone(),
+                            delimiter: csv_byte(&source.csv.delimiter, b','),
+                            quote: csv_byte(&source.csv.quote, b'"'),
+                            escape: source.csv.escape.as_ref().map(|e| csv_byte(&Some(e.clone()), b'\\')),
+                            has_header: source.csv.has_header.unwrap_or(true),
+                            null_value: source.csv.null_value.clone(),
+                        };
+                        let context = serde_json::to_string(&column)
+                            .map_err(|e| ConnectorError::InvalidOption { message: e.to_string() })?;
+                        inferred_udf.call(vec![raw, lit(sql_type_name(f.data_type())), lit(context)])
+                    }
+                    DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => parse.call(vec![
+                        raw,
+                        lit(*p as i64),
+                        lit(*s as i64),
+                        lit(format!("{}.{}", source.alias, f.name())),
+                    ]),
+                    DataType::Utf8 => raw,
+                    t if all_text => cast(raw, t.clone()),
+                    _ => raw,
+                };
+                projection.push(value.alias(f.name()));
+            }
             let opts = &source.csv;
             let df_opts = DfCsvOptions {
                 has_header: Some(opts.has_header.unwrap_or(true)),
@@ -510,6 +563,12 @@ pub fn col_exact(name: &str) -> Expr {
 /// The UDF used for exact CSV decimals, for registration in sessions and codecs.
 pub fn parse_decimal_udf() -> ScalarUDF {
     ScalarUDF::new_from_impl(ParseDecimalUdf::default())
+}
+
+/// The UDF that reads CSV columns of inferred numeric types strictly, for registration in
+/// sessions and codecs.
+pub fn inferred_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(InferredUdf::default())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod decimal;
 mod error;
 pub mod file;
 pub mod filter;
+pub mod inferred;
 pub mod postgres;
 pub mod types;
 

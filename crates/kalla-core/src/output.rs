@@ -5,7 +5,10 @@
 //! cancelled removes its temporary directory ([`TmpDir`] does it on drop), so no `output_path`
 //! ever holds a partial result.
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Date64Type, FieldRef, Schema, SchemaRef};
+use datafusion::common::DataFusionError;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -13,6 +16,7 @@ use futures::StreamExt;
 use kalla_connectors::file::lexically_inside;
 use kalla_recipe::{ErrorCode, KallaError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Where a job's outputs go.
@@ -261,6 +265,85 @@ pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::SNAPPY).build()
 }
 
+/// Milliseconds in a day: a `Date64` that is a date holds a multiple of it.
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// The type a column of type `t` is written as, so that any Parquet reader reads it back as it
+/// was meant: string and binary views as plain `Utf8` / `Binary` (Parquet sources are read as
+/// views, which older readers do not know; the bytes are the same), and `Date64` as `Date32`
+/// (Parquet has no 64-bit date: written as is it is a bare INT64 of milliseconds, which readers
+/// that ignore the embedded Arrow schema take for an integer). Nested types follow their
+/// members; everything else is written as it is.
+///
+/// `arrow-rs`'s `coerce_types` writer option was not used: it also renames list items to
+/// `element`, and it truncates a `Date64` holding a time of day, where Kalla refuses it.
+pub fn written_type(t: &DataType) -> DataType {
+    let field = |f: &FieldRef| Arc::new(f.as_ref().clone().with_data_type(written_type(f.data_type())));
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::Date64 => DataType::Date32,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(written_type(v))),
+        other => other.clone(),
+    }
+}
+
+/// `schema` with every column's [`written_type`].
+pub fn written_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| Arc::new(f.as_ref().clone().with_data_type(written_type(f.data_type()))))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The first `Date64` value in `array` (at any depth) that is not a whole day.
+fn date64_with_time_of_day(array: &dyn Array) -> Option<i64> {
+    match array.data_type() {
+        DataType::Date64 => array.as_primitive::<Date64Type>().iter().flatten().find(|v| v % MS_PER_DAY != 0),
+        DataType::List(_) => date64_with_time_of_day(array.as_list::<i32>().values().as_ref()),
+        DataType::LargeList(_) => date64_with_time_of_day(array.as_list::<i64>().values().as_ref()),
+        DataType::FixedSizeList(..) => date64_with_time_of_day(array.as_fixed_size_list().values().as_ref()),
+        DataType::Struct(_) => array.as_struct().columns().iter().find_map(|c| date64_with_time_of_day(c.as_ref())),
+        DataType::Map(..) => date64_with_time_of_day(array.as_map().entries()),
+        DataType::Dictionary(..) => date64_with_time_of_day(array.as_any_dictionary().values().as_ref()),
+        _ => None,
+    }
+}
+
+/// `batch` as [`written_schema`] says (`schema`); a `Date64` that is not a whole day fails, since
+/// writing it as a date would drop its time of day.
+fn to_written(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DataFusionError> {
+    if batch.schema_ref().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (column, field) in batch.columns().iter().zip(schema.fields()) {
+        if column.data_type() == field.data_type() {
+            columns.push(Arc::clone(column));
+            continue;
+        }
+        if let Some(ms) = date64_with_time_of_day(column.as_ref()) {
+            return Err(DataFusionError::External(Box::new(KallaError::new(
+                ErrorCode::SourceReadFailed,
+                format!(
+                    "column {}: the date64 value {ms} (milliseconds since 1970-01-01) is not a whole day; \
+                     dates are written as dates, and this one would lose its time of day",
+                    field.name()
+                ),
+            ))));
+        }
+        columns.push(cast(column, field.data_type())?);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
 /// Writes every batch of `stream` into one Parquet file at `path` (synced); returns the rows.
 pub async fn write_stream(
     stream: datafusion::execution::SendableRecordBatchStream,
@@ -286,18 +369,18 @@ pub async fn write_unsynced_timed(
     path: &Path,
     time: &datafusion::physical_plan::metrics::Time,
 ) -> Result<u64, datafusion::common::DataFusionError> {
-    let schema: SchemaRef = stream.schema();
+    let schema: SchemaRef = written_schema(&stream.schema());
     let started = std::time::Instant::now();
     // Named, since an executor writing an output part may lack the shared directory or the
     // right to write there; still an I/O error, so that a retry elsewhere may succeed.
     let file = tokio::fs::File::create(path)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))?;
-    let mut writer = AsyncArrowWriter::try_new(file, schema, Some(writer_properties()))?;
+    let mut writer = AsyncArrowWriter::try_new(file, Arc::clone(&schema), Some(writer_properties()))?;
     time.add_elapsed(started);
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
+        let batch = to_written(batch?, &schema)?;
         rows += batch.num_rows() as u64;
         let started = std::time::Instant::now();
         writer.write(&batch).await?;

@@ -397,6 +397,72 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
     }
 
+    fn views_and_dates(from: i64, n: i64) -> RecordBatch {
+        use datafusion::arrow::array::{BinaryViewArray, Date64Array, ListBuilder, StringViewArray, StringViewBuilder};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8View, false),
+            Field::new("raw", DataType::BinaryView, true),
+            Field::new("due", DataType::Date64, true),
+            Field::new("ids", DataType::List(Arc::new(Field::new_list_field(DataType::Utf8View, true))), true),
+        ]));
+        let range = from..from + n;
+        let mut ids = ListBuilder::new(StringViewBuilder::new());
+        for i in range.clone() {
+            ids.values().append_value(format!("a-long-enough-key-{i}"));
+            ids.values().append_value(format!("k{i}"));
+            ids.append(i % 2 == 0);
+        }
+        let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> = vec![
+            Arc::new(StringViewArray::from_iter_values(range.clone().map(|i| format!("inv-{i}")))),
+            Arc::new(BinaryViewArray::from_iter(range.clone().map(|i| (i % 3 != 0).then(|| vec![i as u8; 20])))),
+            Arc::new(Date64Array::from_iter(range.clone().map(|i| (i != 1).then_some((i - 3) * 86_400_000)))),
+            Arc::new(ids.finish()),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    #[tokio::test]
+    async fn outputs_declare_plain_strings_and_binaries_and_dates_whether_written_whole_or_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let partitions = vec![vec![views_and_dates(0, 3)], vec![views_and_dates(3, 4)]];
+        let input_schema = views_and_dates(0, 0).schema();
+        let plan = MemorySourceConfig::try_new_exec(&partitions, Arc::clone(&input_schema), None).unwrap();
+        let joined = dir.path().join("matched.parquet");
+        assert_eq!(write_parts(&InProcess, "matching", plan, SessionContext::new(), &joined).await.unwrap(), 7);
+        let whole = dir.path().join("whole.parquet");
+        let plan = MemorySourceConfig::try_new_exec(&partitions, input_schema, None).unwrap();
+        let stream = datafusion::physical_plan::execute_stream(plan, SessionContext::new().task_ctx()).unwrap();
+        assert_eq!(write_stream(stream, &whole).await.unwrap(), 7);
+        let expected = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("raw", DataType::Binary, true),
+            Field::new("due", DataType::Date32, true),
+            Field::new("ids", DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), true),
+        ]));
+        for path in [&joined, &whole] {
+            let (schema, batches) = read(path);
+            assert_eq!(schema, expected, "{path:?}");
+            let all = datafusion::arrow::compute::concat_batches(&expected, &batches).unwrap();
+            let order = datafusion::arrow::compute::sort_to_indices(all.column(0), None, None).unwrap();
+            let all = datafusion::arrow::compute::take_record_batch(&all, &order).unwrap();
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(&[all]).unwrap().to_string();
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("| inv-")).collect();
+            assert_eq!(
+                lines,
+                [
+                    "| inv-0 |                                          | 1969-12-29 | [a-long-enough-key-0, k0] |",
+                    "| inv-1 | 0101010101010101010101010101010101010101 |            |                           |",
+                    "| inv-2 | 0202020202020202020202020202020202020202 | 1969-12-31 | [a-long-enough-key-2, k2] |",
+                    "| inv-3 |                                          | 1970-01-01 |                           |",
+                    "| inv-4 | 0404040404040404040404040404040404040404 | 1970-01-02 | [a-long-enough-key-4, k4] |",
+                    "| inv-5 | 0505050505050505050505050505050505050505 | 1970-01-03 |                           |",
+                    "| inv-6 |                                          | 1970-01-04 | [a-long-enough-key-6, k6] |",
+                ],
+                "{path:?}"
+            );
+        }
+    }
+
     fn report(rows: &[(&str, u64)]) -> RecordBatch {
         RecordBatch::try_new(
             report_schema(),

@@ -6,14 +6,14 @@ use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use kalla_connectors::file::parse_decimal_udf;
+use kalla_connectors::file::{inferred_udf, parse_decimal_udf};
 use kalla_connectors::postgres::scan::MaxScanPartitions;
 use std::sync::Arc;
 
 /// Every scalar UDF Kalla adds to DataFusion; sessions and codecs register exactly these.
 /// (plus the test-only fault function when its environment variable is set, see [`crate::fault`]).
 pub fn kalla_udfs() -> Vec<ScalarUDF> {
-    let mut udfs = vec![tolerance_match(), tolerance_match_pct(), parse_decimal_udf()];
+    let mut udfs = vec![tolerance_match(), tolerance_match_pct(), parse_decimal_udf(), inferred_udf()];
     udfs.extend(crate::fault::fault_udf_from_env());
     udfs
 }

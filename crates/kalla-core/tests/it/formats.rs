@@ -249,3 +249,202 @@ async fn a_local_run_takes_one_partition_per_rows_per_partition_of_its_largest_s
     }
     assert!(seen.iter().all(|k| k == &set(&["I3"])), "{seen:?}");
 }
+
+/// `id,ref` with ids 1..=1000 (what inference reads: `id` is a bigint), then `rows` verbatim.
+fn ids_then(rows: &[&str]) -> String {
+    let mut csv = String::from("id,ref\n");
+    for i in 1..=1000 {
+        csv.push_str(&format!("{i},x\n"));
+    }
+    for r in rows {
+        csv.push_str(r);
+        csv.push('\n');
+    }
+    csv
+}
+
+#[tokio::test]
+async fn a_late_value_that_would_not_read_back_as_the_inferred_integer_fails_naming_file_line_and_column() {
+    let cases = [
+        ("0012", "has leading zeros"),
+        ("+12", "has a leading +"),
+        (" 12", "has surrounding spaces"),
+        ("-0", "is a negative zero"),
+        ("12.5", "is not an integer"),
+        ("99999999999999999999", "is out of the bigint range"),
+    ];
+    for (late, reason) in cases {
+        let f = Fixture::new();
+        f.file("a.csv", &ids_then(&["7,y", &format!("{late},late")]));
+        let sources = json!([{"alias": "a", "uri": "a.csv", "primary_key": ["id"]}]);
+        // Planned as is and shipped through the codec, at two partitions (byte ranges of the file).
+        for roundtrip in [false, true] {
+            let e = f.run_once(job("SELECT id, ref FROM a", sources.clone()), roundtrip, 2).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::SourceReadFailed, "{late:?}: {e:?}");
+            assert_eq!(
+                e.message,
+                format!(
+                    "source a: a.csv line 1003, column id: value {late:?} {reason}, so it does not read back as \
+                     the bigint the first 1000 records gave the column; declare the column's type in the source's \
+                     schema (e.g. \"text\")"
+                ),
+                "{late:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn late_values_in_the_inferred_form_are_read_and_other_files_of_a_directory_are_checked_too() {
+    let f = Fixture::new();
+    f.file("ok/a.csv", &ids_then(&["-5,late", "0,late", "9223372036854775807,late"]));
+    let sources = json!([{"alias": "a", "uri": "ok", "primary_key": ["id"]}]);
+    let o = f.run(job("SELECT id FROM a WHERE id <= 0 OR id > 1000", sources)).await.unwrap();
+    assert_eq!(keys(&o.dir.join("matched.parquet"), "id"), set(&["-5", "0", "9223372036854775807"]));
+    assert_eq!(o.summary["audit"]["checks"]["a"]["duplicate_keys"], 0);
+
+    // A second file is read with the first file's types: its values are held to them too.
+    f.file("dir/part-1.csv", &ids_then(&[]));
+    f.file("dir/part-2.csv", "id,ref\n2000,z\n0012,late\n");
+    let sources = json!([{"alias": "a", "uri": "dir", "primary_key": ["id"], "csv": {"null_value": "NULL"}}]);
+    let e = f.run_once(job("SELECT id FROM a", sources), true, 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SourceReadFailed);
+    assert!(
+        e.message.starts_with("source a: dir/part-2.csv line 3, column id: value \"0012\" has leading zeros"),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_late_decimal_or_double_that_inference_would_have_taken_for_text_fails() {
+    let f = Fixture::new();
+    let mut csv = String::from("id,amount,rate\n");
+    for i in 1..=1000 {
+        csv.push_str(&format!("{i},{i}.25,{i}e-3\n"));
+    }
+    f.file("a.csv", &format!("{csv}1001,0012.50,1e-3\n"));
+    f.file("b.csv", &format!("{csv}1001,12.50,+1e-3\n"));
+    for (file, column, value, reason, type_name) in [
+        ("a.csv", "amount", "0012.50", "has leading zeros", "decimal(38,2)"),
+        ("b.csv", "rate", "+1e-3", "has a leading +", "double"),
+    ] {
+        let sources = json!([{"alias": "a", "uri": file, "primary_key": ["id"]}]);
+        let e = f.run_once(job("SELECT id, amount, rate FROM a", sources), false, 2).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");
+        assert_eq!(
+            e.message,
+            format!(
+                "source a: {file} line 1002, column {column}: value {value:?} {reason}, so it does not read back as \
+                 the {type_name} the first 1000 records gave the column; declare the column's type in the source's \
+                 schema (e.g. \"text\")"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_negative_zero_in_the_inference_sample_keeps_the_column_as_text() {
+    let f = Fixture::new();
+    f.file("a.csv", "id,ref\n0,x\n-0,y\n");
+    let sources = json!([{"alias": "a", "uri": "a.csv", "primary_key": ["id"]}]);
+    let o = f.run(job("SELECT id, ref FROM a", sources)).await.unwrap();
+    assert_eq!(all_rows(&o.dir.join("matched.parquet")), vec!["id=-0|ref=y", "id=0|ref=x"]);
+    let checks = &o.summary["audit"]["checks"]["a"];
+    assert_eq!((checks["total_keys"].as_u64(), checks["duplicate_keys"].as_u64()), (Some(2), Some(0)));
+}
+
+#[tokio::test]
+async fn a_csv_header_naming_a_column_twice_is_refused_naming_it() {
+    let f = Fixture::new();
+    f.file("dup/a.csv", "id,ref,id\n1,x,2\n");
+    let sources = json!([{"alias": "a", "uri": "dup/a.csv", "primary_key": ["ref"]}]);
+    let e = f.plan(job("SELECT ref FROM a", sources), 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");
+    assert_eq!(e.field.as_deref(), Some("sources[0].uri"));
+    assert_eq!(
+        e.message,
+        "dup/a.csv: the header names column \"id\" twice (fields 1 and 3); column names must be unique"
+    );
+}
+
+/// A Parquet source as Arrow writers other than Kalla's make them: a `date64` column and string
+/// columns (read by Kalla as string views).
+fn dated_batch() -> RecordBatch {
+    use datafusion::arrow::array::Date64Array;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("invoice_id", DataType::Utf8, true),
+        Field::new("ref", DataType::Utf8, true),
+        Field::new("due", DataType::Date64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["I1", "I2", "I3"])),
+            Arc::new(StringArray::from(vec![Some("A"), Some("A"), None])),
+            // 2026-01-01, 1969-12-31 (before the epoch), NULL.
+            Arc::new(Date64Array::from(vec![Some(1_767_225_600_000), Some(-86_400_000), None])),
+        ],
+    )
+    .unwrap()
+}
+
+/// The Arrow schema a Parquet file declares (its embedded `ARROW:schema`, as readers take it),
+/// the Parquet logical type of each leaf column, and its rows.
+fn written(path: &std::path::Path) -> (Schema, Vec<Option<String>>, Vec<String>) {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap()).unwrap();
+    let schema = builder.schema().as_ref().clone();
+    let logical =
+        builder.parquet_schema().columns().iter().map(|c| c.logical_type_ref().map(|t| format!("{t:?}"))).collect();
+    (schema, logical, all_rows(path))
+}
+
+#[tokio::test]
+async fn parquet_outputs_write_dates_as_dates_and_strings_as_plain_strings() {
+    let f = Fixture::new();
+    f.parquet("invoices.parquet", &dated_batch());
+    f.file("payments.csv", "payment_id,ref\nP1,A\nP2,Z\n");
+    let sources = json!([
+        {"alias": "invoices", "uri": "invoices.parquet", "primary_key": ["invoice_id"]},
+        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
+    ]);
+    let sql = "SELECT p.payment_id, array_agg(i.invoice_id) AS invoice_ids, min(i.due) AS due \
+        FROM invoices i JOIN payments p ON i.ref = p.ref GROUP BY p.payment_id";
+    let o = f.run(job(sql, sources)).await.unwrap();
+    let (schema, logical, rows) = written(&o.dir.join("matched.parquet"));
+    let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(
+        types,
+        vec![DataType::Utf8, DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))), DataType::Date32]
+    );
+    assert_eq!(logical, vec![Some("String".into()), Some("String".into()), Some("Date".into())]);
+    assert_eq!(rows, vec!["payment_id=P1|invoice_ids=[I1,I2]|due=1969-12-31"]);
+    // The anti join read the list of keys back: I3 is the one invoice unmatched.
+    let (schema, logical, rows) = written(&o.dir.join("unmatched_invoices.parquet"));
+    let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+    assert_eq!(types, vec![DataType::Utf8, DataType::Utf8, DataType::Date32]);
+    assert_eq!(logical, vec![Some("String".into()), Some("String".into()), Some("Date".into())]);
+    assert_eq!(rows, vec!["invoice_id=I3|ref=NULL|due=NULL"]);
+    assert_eq!(all_rows(&o.dir.join("unmatched_payments.parquet")), vec!["payment_id=P2|ref=Z"]);
+}
+
+#[tokio::test]
+async fn a_date64_holding_a_time_of_day_fails_the_run_rather_than_losing_it() {
+    use datafusion::arrow::array::Date64Array;
+    let f = Fixture::new();
+    let batch = dated_batch();
+    let mut columns = batch.columns().to_vec();
+    columns[2] = Arc::new(Date64Array::from(vec![Some(1_767_225_600_000), Some(1_767_225_600_001), None]));
+    f.parquet("invoices.parquet", &RecordBatch::try_new(batch.schema(), columns).unwrap());
+    let sources = json!([{"alias": "invoices", "uri": "invoices.parquet", "primary_key": ["invoice_id"]}]);
+    let request = job("SELECT invoice_id, due FROM invoices", sources);
+    let output_path = request["output_path"].as_str().unwrap().to_string();
+    let e = f.run_once(request, false, 2).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::SourceReadFailed, "{e:?}");
+    assert_eq!(
+        e.message,
+        "column due: the date64 value 1767225600001 (milliseconds since 1970-01-01) is not a whole day; \
+         dates are written as dates, and this one would lose its time of day"
+    );
+    assert_no_output(&f, &output_path);
+}
