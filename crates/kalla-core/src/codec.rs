@@ -8,6 +8,7 @@ use crate::parts::ParquetPartsExec;
 use crate::session::kalla_udfs;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::common::JoinType;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, internal_err, not_impl_err};
@@ -17,7 +18,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec};
 use datafusion::prelude::SessionContext;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
@@ -425,6 +426,26 @@ pub fn check_distributable(plan: &Arc<dyn ExecutionPlan>) -> std::result::Result
                  and cannot be shipped to executors"
                     .into(),
             );
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        // A nested-loop join (DataFusion's plan for a join on anything but equalities) collects
+        // its left side whole in every task and records which left rows found a partner in that
+        // task only. Locally the partitions share that record; shipped, every task of a join
+        // that emits unmatched (or semi/anti) left rows emits them from its own record: the
+        // unmatched rows repeated once per task, and matched ones among them. Ballista does not
+        // re-plan it (it does for hash joins).
+        if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>()
+            && matches!(
+                join.join_type(),
+                JoinType::Left | JoinType::LeftAnti | JoinType::LeftSemi | JoinType::LeftMark | JoinType::Full
+            )
+            && join.right().properties().output_partitioning().partition_count() > 1
+        {
+            problem = Some(format!(
+                "a {} join on a condition other than equalities (a nested-loop join) would emit its unmatched rows \
+                 once per executor task; join on an equality (ON a.x = b.y AND …) to run it on the cluster",
+                join.join_type()
+            ));
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)

@@ -632,3 +632,30 @@ async fn a_key_repeated_in_one_matched_rows_list_is_matched_by_that_row_once() {
     assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(2)));
     assert_eq!(row_count(&o.dir.join("unmatched_invoices.parquet")), 0);
 }
+
+#[tokio::test]
+async fn an_outer_join_on_inequalities_runs_here_and_is_refused_for_executors() {
+    // A nested-loop join records per process which left rows found a partner; shipped, every
+    // task would emit the unmatched ones (a cluster run gave (1, NULL) twice).
+    let f = Fixture::new();
+    f.file("a.csv", "id,amt\n1,5.00\n2,50.00\n");
+    f.file("b/part-0.csv", "pid,bamt\n10,10.00\n11,20.00\n");
+    f.file("b/part-1.csv", "pid,bamt\n12,30.00\n13,40.00\n");
+    let sources = json!([
+        {"alias": "a", "uri": "a.csv", "primary_key": ["id"]},
+        {"alias": "b", "uri": "b", "primary_key": ["pid"]}
+    ]);
+    let sql = "SELECT a.id, b.pid FROM a LEFT JOIN b ON a.amt > b.bamt";
+    let o = f.run_once(job(sql, sources.clone()), false, 3).await.unwrap();
+    assert_eq!(
+        tuples(&o.dir.join("matched.parquet"), &["id", "pid"]),
+        set(&["1/NULL", "2/10", "2/11", "2/12", "2/13"])
+    );
+    assert_eq!(o.counts.matched, 5);
+    let e = f.plan(job(sql, sources.clone()), 3).await.unwrap().distributable().await.unwrap_err();
+    assert_eq!(e.code, kalla_recipe::ErrorCode::NotDistributable, "{e:?}");
+    assert!(e.message.contains("nested-loop"), "{}", e.message);
+    // The same outer join on an equality is a hash join, which Ballista plans correctly.
+    let equi = "SELECT a.id, b.pid FROM a LEFT JOIN b ON a.id + 9 = b.pid";
+    f.plan(job(equi, sources), 3).await.unwrap().distributable().await.unwrap();
+}
