@@ -216,14 +216,18 @@ impl JobManager {
         let job = JobRequest::from_value(value.clone())?.validate()?;
         let ctx = new_session(self.config.partitions, self.config.memory_pool.clone())
             .map_err(|e| KallaError::new(ErrorCode::Internal, e.to_string()))?;
-        let planned = tokio::time::timeout(VALIDATION_BUDGET, plan_job(ctx, job, self.engine_config()))
+        // A panic while planning (a DataFusion bug) answers this request with an error instead of
+        // dropping its connection.
+        let planning = std::panic::AssertUnwindSafe(plan_job(ctx, job, self.engine_config())).catch_unwind();
+        let planned = tokio::time::timeout(VALIDATION_BUDGET, planning)
             .await
             .map_err(|_| {
                 KallaError::new(
                     ErrorCode::SourceUnreachable,
                     format!("validating the job took longer than {}s", VALIDATION_BUDGET.as_secs()),
                 )
-            })??;
+            })?
+            .map_err(|_| KallaError::new(ErrorCode::Internal, "planning failed unexpectedly (a bug); see the daemon log"))??;
         Ok((canonical(&value), planned))
     }
 

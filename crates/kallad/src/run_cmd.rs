@@ -5,6 +5,7 @@
 
 use crate::engine_args::EngineArgs;
 use clap::Args;
+use futures::FutureExt;
 use kalla_core::session::new_session;
 use kalla_core::timestamp_now as now;
 use kalla_core::{EngineConfig, NoObserver, plan_job};
@@ -87,7 +88,13 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         Err(e) => return print(&failed(run_id, submitted_at, e)),
     };
     tracing::info!(sources = planned.sources.len(), "job planned");
-    match planned.run(&NoObserver).await {
+    // A panic inside the engine (a DataFusion bug) fails the job with a status document, as in
+    // the daemon, instead of ending the process without one.
+    let ran = match std::panic::AssertUnwindSafe(planned.run(&NoObserver)).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => Err(KallaError::new(ErrorCode::Internal, "the engine failed unexpectedly (a bug); see the log")),
+    };
+    match ran {
         Ok(outcome) => {
             let mut status = outcome.summary.status;
             status.submitted_at = submitted_at;

@@ -120,3 +120,34 @@ fn flags_past_their_bounds_are_refused_at_start() {
         .unwrap();
     assert_ne!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_panic_in_the_engine_fails_the_job_with_a_status_document() {
+    // DataFusion 55 panics (first_last.rs) on DISTINCT ON with an ORDER BY naming a column twice;
+    // with one partition it does so on the thread that runs the job.
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    let request = serde_json::json!({
+        "run_id": "00000000-0000-4000-8000-0000000000aa",
+        "match_sql": "SELECT DISTINCT ON (i.customer) i.customer, i.invoice_id FROM invoices i \
+                      ORDER BY i.customer, i.invoice_id, i.customer, i.amount",
+        "sources": [{"alias": "invoices", "uri": "invoices.csv", "primary_key": ["invoice_id"]}],
+        "output_path": "panics"
+    });
+    std::fs::write(&job, serde_json::to_vec(&request).unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kallad"))
+        .arg("run")
+        .arg(&job)
+        .args(["--partitions", "1", "--data-dir"])
+        .arg(repo_root().join("examples/data"))
+        .arg("--output-dir")
+        .arg(dir.path().join("out"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not a status document ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(out.status.code(), Some(1), "{status}");
+    assert_eq!((status["status"].as_str(), status["error"]["code"].as_str()), (Some("failed"), Some("internal")));
+    assert!(!dir.path().join("out/panics").exists());
+}
