@@ -29,6 +29,8 @@ pub struct ExecutorInfo {
     pub slots: u32,
     /// Seconds since its last heartbeat.
     pub last_heartbeat_secs: Option<u64>,
+    /// When its last heartbeat arrived, in seconds since the Unix epoch.
+    pub last_heartbeat_unix_secs: Option<u64>,
 }
 
 /// The embedded scheduler.
@@ -147,6 +149,7 @@ impl EmbeddedScheduler {
                     grpc_port: meta.grpc_port,
                     slots: meta.specification.vcores,
                     last_heartbeat_secs: age,
+                    last_heartbeat_unix_secs: heartbeat.map(|t| t.as_secs()),
                 })
             })
             .collect();

@@ -235,6 +235,9 @@ async fn cluster(State(state): State<AppState>) -> Response {
             serde_json::json!({
                 "id": e.id, "host": e.host, "flight_port": e.flight_port, "grpc_port": e.grpc_port,
                 "slots": e.slots, "last_heartbeat_secs": e.last_heartbeat_secs,
+                "last_seen": e.last_heartbeat_unix_secs
+                    .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0))
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             })
         })
         .collect();

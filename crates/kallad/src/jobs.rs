@@ -227,7 +227,9 @@ impl JobManager {
                     format!("validating the job took longer than {}s", VALIDATION_BUDGET.as_secs()),
                 )
             })?
-            .map_err(|_| KallaError::new(ErrorCode::Internal, "planning failed unexpectedly (a bug); see the daemon log"))??;
+            .map_err(|_| {
+                KallaError::new(ErrorCode::Internal, "planning failed unexpectedly (a bug); see the daemon log")
+            })??;
         Ok((canonical(&value), planned))
     }
 

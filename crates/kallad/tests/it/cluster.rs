@@ -274,6 +274,10 @@ fn executors_join_and_leave_a_running_scheduler() {
         (Some("127.0.0.1"), Some(started.flight as u64), Some(started.grpc as u64))
     );
     assert_eq!(e["slots"], 2);
+    // SPEC 3: when it was last seen (its last heartbeat), an RFC 3339 UTC time of the last minute.
+    let seen = chrono::DateTime::parse_from_rfc3339(e["last_seen"].as_str().unwrap()).unwrap();
+    let ago = chrono::Utc::now().signed_duration_since(seen).num_seconds();
+    assert!((0..60).contains(&ago), "last seen {ago} s ago: {e}");
     // Ballista's own REST API is not built in: its port answers nothing under /api.
     let ballista = reqwest::blocking::get(format!("http://127.0.0.1:{}/api/jobs", c.grpc)).unwrap();
     assert_eq!(ballista.status().as_u16(), 404);
