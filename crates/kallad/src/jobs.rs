@@ -359,6 +359,11 @@ impl JobManager {
         let runner = match runner {
             Ok(r) => r,
             Err(e) => {
+                // Refused for the cluster (`--mode cluster`: no executor, or not distributable):
+                // the status says where the job was to run.
+                if self.config.cluster.as_ref().is_some_and(|c| c.mode == ModeArg::Cluster) {
+                    self.update(run_id, |s| s.mode = Mode::Cluster);
+                }
                 self.finish(run_id, Err(e), false);
                 return;
             }

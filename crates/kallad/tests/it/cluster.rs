@@ -791,6 +791,7 @@ fn cluster_mode_waits_for_an_executor_then_fails_and_refuses_what_cannot_be_dist
     let started = Instant::now();
     let s = &run_all(&c.d, &[strip(requests[0].clone())])[0];
     assert_eq!((s["status"].as_str(), s["error"]["code"].as_str()), (Some("failed"), Some("no_executors")), "{s}");
+    assert_eq!(s["mode"], "cluster", "{s}");
     assert!(started.elapsed() >= Duration::from_secs(1) && started.elapsed() < Duration::from_secs(5));
     // With an executor the same job runs there; a gzip CSV job is refused: not distributable.
     c.add_executor(&[]);
@@ -805,6 +806,7 @@ fn cluster_mode_waits_for_an_executor_then_fails_and_refuses_what_cannot_be_dist
     gz["sources"][0]["uri"] = json!(format!("{}.gz", gz["sources"][0]["uri"].as_str().unwrap()));
     let s = &run_all(&c.d, &[gz])[0];
     assert_eq!((s["status"].as_str(), s["error"]["code"].as_str()), (Some("failed"), Some("not_distributable")), "{s}");
+    assert_eq!(s["mode"], "cluster", "a job refused for the cluster says it was to run there: {s}");
 }
 
 #[test]
