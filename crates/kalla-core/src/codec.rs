@@ -18,7 +18,10 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::prelude::SessionContext;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
@@ -448,12 +451,51 @@ pub fn check_distributable(plan: &Arc<dyn ExecutionPlan>) -> std::result::Result
             ));
             return Ok(TreeNodeRecursion::Stop);
         }
+        // A window partitioned by a column the query fixes to one value (`PARTITION BY cat … WHERE
+        // cat = 'A'`) sorts its input without that column, which DataFusion knows to be constant.
+        // Cut at a repartition below it, the stage above reads a shuffle that no longer knows
+        // it, and the executor refuses the window ("Expects PARTITION BY expression to be
+        // ordered"): the job would fail on the cluster though it runs here.
+        if let Some((input, partition_by)) = window_parts(node)
+            && !partition_by.is_empty()
+            && has_repartition(input)
+        {
+            let ordered = input.properties().output_ordering().map(|o| o.iter().map(|s| Arc::clone(&s.expr)).collect::<Vec<_>>()).unwrap_or_default();
+            if partition_by.iter().any(|p| !ordered.iter().any(|o| o.as_ref() == p.as_ref())) {
+                problem = Some(
+                    "a window function is partitioned by a column the query fixes to one value; executors cannot run \
+                     it (drop that column from PARTITION BY to run it on the cluster)"
+                        .into(),
+                );
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
     });
     match problem {
         Some(message) => Err(KallaError::new(ErrorCode::NotDistributable, message)),
         None => Ok(()),
     }
+}
+
+/// The PARTITION BY expressions of a window function.
+type PartitionBy = Vec<Arc<dyn PhysicalExpr>>;
+
+/// A window node's input and the PARTITION BY expressions of its (first) window function.
+fn window_parts(node: &Arc<dyn ExecutionPlan>) -> Option<(&Arc<dyn ExecutionPlan>, PartitionBy)> {
+    let (input, exprs) = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+        (w.input(), w.window_expr())
+    } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+        (w.input(), w.window_expr())
+    } else {
+        return None;
+    };
+    Some((input, exprs.first().map(|e| e.partition_by().to_vec()).unwrap_or_default()))
+}
+
+/// Whether a repartition (a stage boundary on Ballista) lies anywhere below `plan`.
+fn has_repartition(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.exists(|n| Ok(n.downcast_ref::<RepartitionExec>().is_some())).unwrap_or(true)
 }
 
 /// Serializes `plan` with Kalla's codec and decodes it again, as a remote executor would: in a

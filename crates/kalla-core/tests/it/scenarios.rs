@@ -659,3 +659,21 @@ async fn an_outer_join_on_inequalities_runs_here_and_is_refused_for_executors() 
     let equi = "SELECT a.id, b.pid FROM a LEFT JOIN b ON a.id + 9 = b.pid";
     f.plan(job(equi, sources), 3).await.unwrap().distributable().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_window_partitioned_by_a_column_fixed_to_one_value_runs_here_and_is_refused_for_executors() {
+    // The sort below the window leaves out `cat` (constant after the filter); past a shuffle the
+    // executor no longer knows it and refuses the window, so the job would fail on a cluster.
+    let f = Fixture::new();
+    f.file("a.csv", "id,cat,amt\n0,A,0\n1,B,1\n2,A,2\n3,B,3\n4,A,4\n5,B,5\n6,A,6\n7,B,7\n");
+    let sources = json!([{"alias": "a", "uri": "a.csv", "primary_key": ["id"]}]);
+    let pinned = "SELECT a.id, lag(a.amt) OVER (PARTITION BY a.cat ORDER BY a.id) AS prev FROM a WHERE a.cat = 'A'";
+    let o = f.run_once(job(pinned, sources.clone()), false, 3).await.unwrap();
+    assert_eq!(tuples(&o.dir.join("matched.parquet"), &["id", "prev"]), set(&["0/NULL", "2/0", "4/2", "6/4"]));
+    let e = f.plan(job(pinned, sources.clone()), 3).await.unwrap().distributable().await.unwrap_err();
+    assert_eq!(e.code, kalla_recipe::ErrorCode::NotDistributable, "{e:?}");
+    assert!(e.message.contains("PARTITION BY"), "{}", e.message);
+    // Partitioned by a column that varies, the window sorts on it and ships.
+    let varying = "SELECT a.id, lag(a.amt) OVER (PARTITION BY a.cat ORDER BY a.id) AS prev FROM a";
+    f.plan(job(varying, sources), 3).await.unwrap().distributable().await.unwrap();
+}
