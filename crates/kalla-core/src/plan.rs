@@ -237,6 +237,12 @@ pub async fn plan_job(ctx: SessionContext, job: ValidatedJob, config: EngineConf
         return Err(KallaError::at(ErrorCode::InvalidSql, "match_sql", strip_df_prefix(e.find_root())));
     }
     tracing::debug!(plan = %match_plan.display_indent_schema(), "match_sql planned");
+    check_writable(match_plan.schema().as_arrow(), None)?;
+    for (i, source) in sources.iter().enumerate() {
+        if source.key.is_some() {
+            check_writable(&source.schema, Some((i, &source.alias)))?;
+        }
+    }
     let tables: HashSet<String> = sources.iter().map(|s| s.table.clone()).collect();
     let lineage = lineage(&match_plan, &tables);
     for (i, source) in sources.iter_mut().enumerate() {
@@ -322,6 +328,49 @@ fn check_unique_columns(plan: &LogicalPlan) -> Result<(), KallaError> {
             format!("output column names must be unique; alias them apart: {}", dups.join("; ")),
         ))
     }
+}
+
+/// Refuses, before anything runs, a column no output could hold: Parquet cannot store an Arrow
+/// `Interval(MonthDayNano)` (a Postgres `interval`, or SQL interval arithmetic), and the writer
+/// would fail after the match ran. `source` is the source whose every column goes to its unmatched
+/// output (index and alias); `None` is the matched output.
+fn check_writable(
+    schema: &datafusion::arrow::datatypes::Schema,
+    source: Option<(usize, &str)>,
+) -> Result<(), KallaError> {
+    use datafusion::arrow::datatypes::{DataType, IntervalUnit};
+    fn unwritable(t: &DataType) -> bool {
+        match t {
+            DataType::Interval(IntervalUnit::MonthDayNano) => true,
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+                unwritable(f.data_type())
+            }
+            DataType::Struct(fields) => fields.iter().any(|f| unwritable(f.data_type())),
+            DataType::Dictionary(_, v) => unwritable(v),
+            _ => false,
+        }
+    }
+    let Some(field) = schema.fields().iter().find(|f| unwritable(f.data_type())) else { return Ok(()) };
+    Err(match source {
+        None => KallaError::at(
+            ErrorCode::InvalidSql,
+            "match_sql",
+            format!(
+                "output column {:?} is an interval, which Parquet outputs cannot hold; select it as text \
+                 (CAST(… AS VARCHAR)) or as a number of seconds",
+                field.name()
+            ),
+        ),
+        Some((i, alias)) => KallaError::at(
+            ErrorCode::UnsupportedSource,
+            format!("sources[{i}].uri"),
+            format!(
+                "source {alias}: column {:?} is an interval, which its unmatched output (every column of the source) \
+                 cannot hold in Parquet; read the source through a view that casts it to text",
+                field.name()
+            ),
+        ),
+    })
 }
 
 impl PlannedJob {

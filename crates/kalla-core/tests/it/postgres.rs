@@ -124,3 +124,23 @@ async fn scaled_partitions_reach_the_joins_while_postgres_scans_keep_their_range
     let (scans, joins) = scan_and_join_partitions(&match_plan(&planned).await);
     assert_eq!((scans, joins), (vec![3, 3], vec![10]), "after scaling");
 }
+
+#[tokio::test]
+async fn a_keyed_postgres_source_with_an_interval_column_is_refused_naming_it() {
+    let pg = server();
+    let db = pg.database("intervals");
+    pg.psql(
+        &db,
+        "CREATE TABLE waits (id bigint, ref text, waited interval); INSERT INTO waits VALUES (1, 'A', '1 hour')",
+    );
+    let f = Fixture::new();
+    f.file("payments.csv", "payment_id,ref\nP1,A\n");
+    let sources = json!([
+        {"alias": "waits", "uri": pg.uri(&db, "waits"), "primary_key": ["id"]},
+        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
+    ]);
+    let sql = "SELECT w.id, p.payment_id FROM waits w JOIN payments p ON w.ref = p.ref";
+    let e = f.run_once(job(sql, sources), false, 2).await.unwrap_err();
+    assert_eq!((e.code, e.field.as_deref()), (kalla_recipe::ErrorCode::UnsupportedSource, Some("sources[0].uri")));
+    assert!(e.message.contains("\"waited\""), "{}", e.message);
+}

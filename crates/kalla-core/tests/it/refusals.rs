@@ -217,3 +217,14 @@ async fn right_and_full_joins_using_a_shared_column_are_refused() {
         assert_eq!(o.counts.matched, matched, "{sql}");
     }
 }
+
+#[tokio::test]
+async fn an_interval_output_column_is_refused_before_the_job_runs() {
+    // Parquet cannot hold Arrow's month-day-nano interval: the writer would fail after the match.
+    let f = fixture();
+    let sql =
+        "SELECT i.invoice_id, p.payment_id, INTERVAL '1 hour' AS gap FROM invoices i JOIN payments p ON i.ref = p.ref";
+    let (code, field, message) = refused(&f, job(sql, sources())).await;
+    assert_eq!((code, field.as_deref()), (ErrorCode::InvalidSql, Some("match_sql")));
+    assert!(message.contains("\"gap\"") && message.contains("interval"), "{message}");
+}
