@@ -169,8 +169,14 @@ async fn lock(conn: &PgConnection, spec: &PgScanSpec) -> Result<(), ConnectorErr
         return Ok(());
     }
     let location = &spec.location;
-    let sql =
-        format!("LOCK TABLE {}.{} IN ACCESS SHARE MODE", quote_ident(&location.schema), quote_ident(&location.table));
+    let name = format!("{}.{}", quote_ident(&location.schema), quote_ident(&location.table));
+    // LOCK TABLE refuses a materialized view (SQLSTATE 42809); reading it takes the same
+    // ACCESS SHARE lock, held as long as the transaction, which is what keeps a REFRESH out.
+    let sql = if spec.relkind == 'm' {
+        format!("SELECT FROM {name} LIMIT 0")
+    } else {
+        format!("LOCK TABLE {name} IN ACCESS SHARE MODE")
+    };
     conn.batch_execute(&sql).await.map_err(|e| ConnectorError::Postgres {
         message: format!("locking {}.{} for the job: {}", location.schema, location.table, describe(&e)),
     })

@@ -144,3 +144,28 @@ async fn a_keyed_postgres_source_with_an_interval_column_is_refused_naming_it() 
     assert_eq!((e.code, e.field.as_deref()), (kalla_recipe::ErrorCode::UnsupportedSource, Some("sources[0].uri")));
     assert!(e.message.contains("\"waited\""), "{}", e.message);
 }
+
+#[tokio::test]
+async fn a_materialized_view_is_read_in_the_jobs_snapshot() {
+    // Postgres refuses LOCK TABLE on a materialized view; the job holds its lock by reading it.
+    let pg = server();
+    let db = pg.database("matview");
+    pg.psql(
+        &db,
+        "CREATE TABLE base (id bigint, ref text); INSERT INTO base SELECT g, 'R' || (g % 7) FROM generate_series(1, 5000) g;
+         CREATE MATERIALIZED VIEW mv AS SELECT id, ref FROM base WHERE id <= 3000; ANALYZE mv;",
+    );
+    let f = Fixture::new();
+    f.file("payments.csv", "payment_id,ref\nP1,R1\nP2,R9\n");
+    let sources = json!([
+        {"alias": "mv", "uri": pg.uri(&db, "mv"), "primary_key": ["id"]},
+        {"alias": "payments", "uri": "payments.csv", "primary_key": ["payment_id"]}
+    ]);
+    let sql = "SELECT m.id, p.payment_id FROM mv m JOIN payments p ON m.ref = p.ref";
+    let o = f.run_once(job(sql, sources), false, 3).await.unwrap();
+    // 3000 rows: ids ≡ 1 (mod 7) match P1 (429 of them); R9 matches nothing.
+    assert_eq!(o.counts.matched, 429);
+    assert_eq!(o.counts.total["mv"], 3000);
+    assert_eq!(o.counts.unmatched["mv"], Some(3000 - 429));
+    assert_eq!(o.counts.unmatched["payments"], Some(1));
+}
