@@ -192,16 +192,7 @@ impl Drop for TmpDir {
             return;
         }
         let retry = move || {
-            let mut last = None;
-            for _ in 0..REMOVE_ATTEMPTS {
-                std::thread::sleep(REMOVE_PAUSE);
-                match std::fs::remove_dir_all(&path) {
-                    Ok(()) => return,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                    Err(e) => last = Some(e),
-                }
-            }
-            if let Some(e) = last {
+            if let Err(e) = remove_retrying(&path, true) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove temporary output directory");
             }
         };
@@ -241,23 +232,28 @@ pub fn remove_run_leftovers(tmp_dir: &Path, run_id: Uuid) -> std::io::Result<usi
     }
     let mut removed = 0;
     for path in leftovers {
-        let mut attempt = 0;
-        loop {
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => {
-                    removed += 1;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) if attempt + 1 >= REMOVE_ATTEMPTS => return Err(e),
-                Err(_) => {
-                    attempt += 1;
-                    std::thread::sleep(REMOVE_PAUSE);
-                }
-            }
+        if remove_retrying(&path, false)? {
+            removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Removes the directory `path`, in up to [`REMOVE_ATTEMPTS`] attempts [`REMOVE_PAUSE`] apart
+/// (pausing before the first one too when `pause_first`). `Ok(false)` when it was not there.
+fn remove_retrying(path: &Path, pause_first: bool) -> std::io::Result<bool> {
+    let mut attempt = 1;
+    loop {
+        if pause_first || attempt > 1 {
+            std::thread::sleep(REMOVE_PAUSE);
+        }
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if attempt >= REMOVE_ATTEMPTS => return Err(e),
+            Err(_) => attempt += 1,
+        }
+    }
 }
 
 /// Writer settings for every Parquet output.
@@ -290,6 +286,20 @@ pub fn written_type(t: &DataType) -> DataType {
         DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
         DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(written_type(v))),
         other => other.clone(),
+    }
+}
+
+/// Whether Parquet outputs can hold a column of type `t` (at any depth): not an Arrow
+/// `Interval(MonthDayNano)`, which the Parquet writer refuses only when it meets a value.
+pub(crate) fn writable(t: &DataType) -> bool {
+    match t {
+        DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano) => false,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+            writable(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().all(|f| writable(f.data_type())),
+        DataType::Dictionary(_, v) => writable(v),
+        _ => true,
     }
 }
 

@@ -338,19 +338,9 @@ fn check_writable(
     schema: &datafusion::arrow::datatypes::Schema,
     source: Option<(usize, &str)>,
 ) -> Result<(), KallaError> {
-    use datafusion::arrow::datatypes::{DataType, IntervalUnit};
-    fn unwritable(t: &DataType) -> bool {
-        match t {
-            DataType::Interval(IntervalUnit::MonthDayNano) => true,
-            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
-                unwritable(f.data_type())
-            }
-            DataType::Struct(fields) => fields.iter().any(|f| unwritable(f.data_type())),
-            DataType::Dictionary(_, v) => unwritable(v),
-            _ => false,
-        }
-    }
-    let Some(field) = schema.fields().iter().find(|f| unwritable(f.data_type())) else { return Ok(()) };
+    let Some(field) = schema.fields().iter().find(|f| !crate::output::writable(f.data_type())) else {
+        return Ok(());
+    };
     Err(match source {
         None => KallaError::at(
             ErrorCode::InvalidSql,

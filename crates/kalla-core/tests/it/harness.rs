@@ -140,7 +140,8 @@ pub fn job(sql: &str, sources: Value) -> Value {
     json!({"run_id": id, "match_sql": sql, "sources": sources, "output_path": format!("runs/{id}")})
 }
 
-fn output_files(dir: &Path) -> Vec<String> {
+/// The Parquet files in an output directory, sorted.
+pub fn output_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

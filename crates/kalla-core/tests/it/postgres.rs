@@ -1,6 +1,6 @@
 //! Jobs whose sources live in Postgres give exactly the results of the same data in files.
 
-use crate::harness::{Fixture, all_rows, job};
+use crate::harness::{Fixture, all_rows, job, output_files};
 use kalla_testpg::server;
 use serde_json::{Value, json};
 
@@ -54,17 +54,8 @@ async fn every_shared_scenario_with_postgres_sources_equals_the_file_results() {
             if rows_per_partition.is_some() {
                 assert!(o.partitions > partitions, "{name}: {variant} ran with {} partitions", o.partitions);
             }
-            let parquet_files = |dir: &std::path::Path| -> Vec<String> {
-                let mut names: Vec<String> = std::fs::read_dir(dir)
-                    .unwrap()
-                    .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-                    .filter(|n| n.ends_with(".parquet"))
-                    .collect();
-                names.sort();
-                names
-            };
-            assert_eq!(parquet_files(&from_files.dir), parquet_files(&o.dir), "{name}, {variant}");
-            for file in parquet_files(&from_files.dir) {
+            assert_eq!(output_files(&from_files.dir), output_files(&o.dir), "{name}, {variant}");
+            for file in output_files(&from_files.dir) {
                 assert_eq!(
                     all_rows(&from_files.dir.join(&file)),
                     all_rows(&o.dir.join(&file)),

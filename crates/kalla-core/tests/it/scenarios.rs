@@ -597,40 +597,36 @@ async fn a_key_repeated_in_one_matched_rows_list_is_matched_by_that_row_once() {
             {"alias": "payments", "uri": "payments.csv"}
         ])
     };
-    // Grouped by reference: the group r lists invoices 1 and 2 twice each (once per payment),
-    // yet each is in one matched row.
-    let o = f
-        .run(job(
-            "SELECT p.bref, array_agg(i.invoice_id) AS ids FROM invoices i JOIN payments p ON i.ref = p.bref GROUP BY p.bref",
-            sources(),
-        ))
-        .await
-        .unwrap();
-    let checks = &o.summary["audit"]["checks"]["invoices"];
-    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(0)));
-    // The same with the key in a list of structs that also hold another column.
-    let o = f
-        .run(job(
+    for (sql, multi_matched) in [
+        // Grouped by reference: the group r lists invoices 1 and 2 twice each (once per
+        // payment), yet each is in one matched row.
+        (
+            "SELECT p.bref, array_agg(i.invoice_id) AS ids FROM invoices i JOIN payments p ON i.ref = p.bref \
+             GROUP BY p.bref",
+            0,
+        ),
+        // The same with the key in a list of structs that also hold another column.
+        (
             "SELECT p.bref, array_agg(named_struct('id', i.invoice_id, 'pid', p.payment_id)) AS paid \
              FROM invoices i JOIN payments p ON i.ref = p.bref GROUP BY p.bref",
-            sources(),
-        ))
-        .await
-        .unwrap();
-    let checks = &o.summary["audit"]["checks"]["invoices"];
-    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(0)));
-    // Grouped by payment: invoices 1 and 2 are each in the rows of p1 and of p2.
-    let o = f
-        .run(job(
+            0,
+        ),
+        // Grouped by payment: invoices 1 and 2 are each in the rows of p1 and of p2.
+        (
             "SELECT p.payment_id, array_agg(i.invoice_id) AS ids FROM invoices i JOIN payments p ON i.ref = p.bref \
              GROUP BY p.payment_id",
-            sources(),
-        ))
-        .await
-        .unwrap();
-    let checks = &o.summary["audit"]["checks"]["invoices"];
-    assert_eq!((&checks["matched_keys"], &checks["multi_matched_keys"]), (&json!(3), &json!(2)));
-    assert_eq!(row_count(&o.dir.join("unmatched_invoices.parquet")), 0);
+            2,
+        ),
+    ] {
+        let o = f.run(job(sql, sources())).await.unwrap();
+        let checks = &o.summary["audit"]["checks"]["invoices"];
+        assert_eq!(
+            (&checks["matched_keys"], &checks["multi_matched_keys"]),
+            (&json!(3), &json!(multi_matched)),
+            "{sql}"
+        );
+        assert_eq!(row_count(&o.dir.join("unmatched_invoices.parquet")), 0, "{sql}");
+    }
 }
 
 #[tokio::test]
