@@ -2,7 +2,7 @@
 //!
 //! Arrow's CSV reader truncates fractional digits beyond a decimal column's scale (`1.239` read
 //! as `decimal(12,2)` becomes `1.23`) without a word. Kalla reconciles money, so CSV decimal
-//! columns are read as text and converted by [`ParseDecimalUdf`] (`kalla_decimal(text, precision,
+//! columns are read as text and converted by [`ParseDecimalUdf`] (`__kalla_decimal(text, precision,
 //! scale, label)`), which accepts only values it can represent exactly and otherwise fails the job
 //! with a message naming the column and value.
 
@@ -14,10 +14,11 @@ use datafusion::logical_expr::{
 };
 use std::sync::Arc;
 
-/// The UDF's SQL name.
-pub const PARSE_DECIMAL_NAME: &str = "kalla_decimal";
+/// The UDF's SQL name. It starts with `__kalla`, which `match_sql` may not contain: only the scans
+/// Kalla builds call it.
+pub const PARSE_DECIMAL_NAME: &str = "__kalla_decimal";
 
-/// `kalla_decimal(text, precision, scale, label)`: text to `decimal(precision, scale)`, exactly.
+/// `__kalla_decimal(text, precision, scale, label)`: text to `decimal(precision, scale)`, exactly.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ParseDecimalUdf {
     signature: Signature,

@@ -4,7 +4,7 @@
 //! the first file. Arrow's CSV reader then parses every later value leniently: `0012`, `+12` and
 //! ` 12` all become 12, and `-0` becomes 0, so a late identifier merges with another key without a
 //! word. Inferred numeric columns are therefore read as text and converted by [`InferredUdf`]
-//! (`kalla_inferred(text, type, context)`), which accepts only the values the inference itself
+//! (`__kalla_inferred(text, type, context)`), which accepts only the values the inference itself
 //! takes for that type — the text a value reads back as — and otherwise fails the job with
 //! `source_read_failed` naming the source, the file, the line and the column.
 //!
@@ -28,8 +28,9 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The UDF's SQL name.
-pub const INFERRED_NAME: &str = "kalla_inferred";
+/// The UDF's SQL name. It starts with `__kalla`, which `match_sql` may not contain: a query calling
+/// it could name any file in `context` and read it back in the error message.
+pub const INFERRED_NAME: &str = "__kalla_inferred";
 
 /// One file of a CSV source, for naming where a bad value is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,7 +220,7 @@ fn strict_decimal(v: &str, precision: u8, scale: i8) -> std::result::Result<i128
     unscaled.to_i128().ok_or(Cow::Borrowed("does not fit its decimal type"))
 }
 
-/// `kalla_inferred(text, type, context)`: `text` as `type` (`bigint`, `double` or
+/// `__kalla_inferred(text, type, context)`: `text` as `type` (`bigint`, `double` or
 /// `decimal(p,s)`), failing on any value inference would not have given that type.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct InferredUdf {

@@ -170,6 +170,49 @@ async fn reserved_names_are_refused() {
     assert_eq!(code, ErrorCode::InvalidSql);
 }
 
+/// The anti join and the checks add columns named `__kalla…` beside a source's own; a source with
+/// such a column would fail after the match, as `internal`.
+#[tokio::test]
+async fn a_source_column_named_like_kallads_own_is_refused_before_the_job_runs() {
+    let f = fixture();
+    f.file("odd.csv", "invoice_id,__kalla_k0\nI1,x\n");
+    let sources = json!([{"alias": "odd", "uri": "odd.csv", "primary_key": ["invoice_id"]}]);
+    let (code, field, message) = refused(&f, job("SELECT invoice_id FROM odd", sources)).await;
+    assert_eq!((code, field.as_deref()), (ErrorCode::UnsupportedSource, Some("sources[0].uri")));
+    assert_eq!(
+        message,
+        "source odd: column \"__kalla_k0\" starts with __kalla, which is reserved for kallad; rename it in the \
+         source (a Postgres table can be read through a view that renames it)"
+    );
+}
+
+/// Kalla's strict CSV conversion takes, as an argument, the files to re-read when a value fails,
+/// and names the bad value in its error: called from `match_sql`, it would read any file on the
+/// machine back to the caller. Its name (and the decimal one's) is reserved, so no query reaches it.
+#[tokio::test]
+async fn kallas_internal_conversions_cannot_be_called_from_match_sql() {
+    let f = fixture();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "topsecret-line\n").unwrap();
+    let context = json!({
+        "source": "s", "column": "c", "index": 0,
+        "files": [{"path": secret.path().to_string_lossy(), "shown": "s"}],
+        "delimiter": 44, "quote": 34, "escape": null, "has_header": false, "null_value": null,
+    })
+    .to_string();
+    for function in ["kalla_inferred", "__kalla_inferred", "__KALLA_INFERRED", "\"__kalla_inferred\""] {
+        let sql = format!("{OK_SQL} WHERE {function}('x', 'bigint', '{context}') = 1");
+        let (code, field, message) = refused(&f, job(&sql, sources())).await;
+        assert_eq!((code, field.as_deref()), (ErrorCode::InvalidSql, Some("match_sql")), "{function}: {message}");
+        assert!(!message.contains("topsecret"), "{message}");
+    }
+    for function in ["kalla_decimal", "__kalla_decimal"] {
+        let sql = format!("{OK_SQL} WHERE {function}(i.ref, 12, 2, 'x') = 1");
+        let (code, ..) = refused(&f, job(&sql, sources())).await;
+        assert_eq!(code, ErrorCode::InvalidSql, "{function}");
+    }
+}
+
 #[tokio::test]
 async fn quoted_numbers_a_decimal_column_would_round_are_refused() {
     // DataFusion casts the text to the column's decimal(38,2): '10.005' would become 10.01 and
