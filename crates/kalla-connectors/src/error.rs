@@ -85,6 +85,16 @@ pub enum ConnectorError {
         /// What the reader said.
         message: String,
     },
+    /// A file of a directory source whose columns differ from the first file's.
+    #[error("{path}: {message}; every file of a directory source must have the columns of its first file ({first})")]
+    FileMismatch {
+        /// The file, as messages show it.
+        path: String,
+        /// The first file, as messages show it.
+        first: String,
+        /// How it differs.
+        message: String,
+    },
     /// A CSV header names a column twice.
     #[error(
         "{path}: the header names column {column:?} twice (fields {first} and {second}); column names must be unique"
@@ -169,9 +179,9 @@ impl ConnectorError {
                 KallaError::at(ErrorCode::UnknownColumn, format!("{field}.column"), message)
             }
             ConnectorError::InvalidFilter { field, .. } => KallaError::at(ErrorCode::InvalidFilter, field, message),
-            ConnectorError::Read { .. } | ConnectorError::DuplicateColumn { .. } => {
-                KallaError::at(ErrorCode::SourceReadFailed, uri, message)
-            }
+            ConnectorError::Read { .. }
+            | ConnectorError::DuplicateColumn { .. }
+            | ConnectorError::FileMismatch { .. } => KallaError::at(ErrorCode::SourceReadFailed, uri, message),
             ConnectorError::Io { .. } => KallaError::at(ErrorCode::SourceUnreachable, uri, message),
             ConnectorError::InvalidUri { .. } => KallaError::at(ErrorCode::InvalidField, uri, message),
             ConnectorError::Postgres { .. } | ConnectorError::PgUnavailable { .. } => {

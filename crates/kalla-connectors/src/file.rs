@@ -8,12 +8,12 @@
 //! inferred from the first [`INFER_RECORDS`] records with Arrow's rules, then made safe for money:
 //! a numeric-looking column with a leading zero (`007`) stays text, and a column of plain decimal
 //! numbers (`12.50`) becomes `decimal(38, s)` with `s` the most fractional digits seen, instead of
-//! a float. Decimal columns are read as text and converted exactly by `kalla_decimal`, so a value
+//! a float. Decimal columns are read as text and converted exactly by `__kalla_decimal`, so a value
 //! that would lose digits fails the job instead of being truncated. A column whose header repeats
 //! another's name is refused.
 //!
 //! Values past the sample (and in the other files of a directory) are held to the inferred types:
-//! inferred numeric columns are read as text and converted by `kalla_inferred`
+//! inferred numeric columns are read as text and converted by `__kalla_inferred`
 //! ([`crate::inferred`]), which fails the job, naming the file, line and column, on a value that
 //! would not read back as the text it is (`0012`, `+12`, ` 12`, `-0` in a bigint column) instead
 //! of silently merging it with another key. A column given a type in `schema` is read as declared.
@@ -35,6 +35,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::execution::context::SessionState;
 use datafusion::functions::core::expr_fn::nullif;
 use datafusion::logical_expr::{Expr, ScalarUDF, cast, lit};
+use datafusion::parquet::arrow::parquet_to_arrow_schema;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use kalla_recipe::{CsvOptions, FileFormat, Source};
 use std::collections::BTreeMap;
@@ -294,16 +295,103 @@ fn infer_csv(file: &FileEntry, shown: &str, kind: Kind, opts: &CsvOptions) -> Re
     Ok(Schema::new(fields))
 }
 
-fn parquet_schema_and_rows(files: &[FileEntry]) -> Result<u64, ConnectorError> {
+/// The rows of a Parquet source's files, from their footers, after checking that every file holds
+/// the first file's columns with the same types: a scan of several files maps columns by name, so
+/// a later file without a column would be read with NULLs there (its keys never matching) and one
+/// with another type would be cast to the first file's, silently.
+fn parquet_schema_and_rows(files: &[FileEntry], shown: &dyn Fn(&FileEntry) -> String) -> Result<u64, ConnectorError> {
     let mut rows = 0u64;
+    let mut first: Option<(String, Vec<(String, DataType)>)> = None;
     for f in files {
         let name = f.path.display().to_string();
+        let read_err = |e: &dyn std::fmt::Display| ConnectorError::Read { path: name.clone(), message: e.to_string() };
         let file = File::open(&f.path).map_err(|e| ConnectorError::Io { path: name.clone(), source: e })?;
-        let reader = SerializedFileReader::new(file)
-            .map_err(|e| ConnectorError::Read { path: name.clone(), message: e.to_string() })?;
-        rows = rows.saturating_add(reader.metadata().file_metadata().num_rows().max(0) as u64);
+        let reader = SerializedFileReader::new(file).map_err(|e| read_err(&e))?;
+        let meta = reader.metadata().file_metadata();
+        rows = rows.saturating_add(meta.num_rows().max(0) as u64);
+        let schema =
+            parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata()).map_err(|e| read_err(&e))?;
+        let columns: Vec<(String, DataType)> =
+            schema.fields().iter().map(|c| (c.name().clone(), comparable_type(c.data_type()))).collect();
+        match &first {
+            None => first = Some((shown(f), columns)),
+            Some((first_name, expected)) => {
+                if let Some(message) = column_difference(expected, &columns) {
+                    return Err(ConnectorError::FileMismatch { path: shown(f), first: first_name.clone(), message });
+                }
+            }
+        }
     }
     Ok(rows)
+}
+
+/// A Parquet column's type with the width of its string or binary offsets left out: a scan reads
+/// `string`, `large_string` and string views alike without loss.
+fn comparable_type(t: &DataType) -> DataType {
+    match t {
+        DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+        t => t.clone(),
+    }
+}
+
+/// How the columns of a later file differ from the first file's (names and types), if they do.
+fn column_difference(expected: &[(String, DataType)], got: &[(String, DataType)]) -> Option<String> {
+    let missing: Vec<&str> =
+        expected.iter().filter(|(n, _)| !got.iter().any(|(g, _)| g == n)).map(|(n, _)| n.as_str()).collect();
+    if !missing.is_empty() {
+        return Some(format!("it has no column {}", missing.join(", ")));
+    }
+    let extra: Vec<&str> =
+        got.iter().filter(|(n, _)| !expected.iter().any(|(e, _)| e == n)).map(|(n, _)| n.as_str()).collect();
+    if !extra.is_empty() {
+        return Some(format!("it has the columns {} the first file lacks", extra.join(", ")));
+    }
+    expected.iter().find_map(|(n, t)| {
+        let (_, other) = got.iter().find(|(g, _)| g == n)?;
+        (other != t).then(|| {
+            // Arrow's names where Kalla's do not tell the two apart (timestamp units).
+            let (mut got, mut want) = (sql_type_name(other), sql_type_name(t));
+            if got == want {
+                (got, want) = (other.to_string(), t.to_string());
+            }
+            format!("its column {n} is {got} where the first file's is {want}")
+        })
+    })
+}
+
+/// Checks that every file of a CSV source with headers names the same columns in the same order
+/// as the first: a scan reads fields by position, so a file with its columns in another order
+/// would put one column's values under another's name.
+fn check_csv_headers(
+    files: &[FileEntry],
+    kind: Kind,
+    opts: &CsvOptions,
+    shown: &dyn Fn(&FileEntry) -> String,
+) -> Result<(), ConnectorError> {
+    if !opts.has_header.unwrap_or(true) {
+        return Ok(());
+    }
+    let format = arrow_format(opts)?;
+    let header = |f: &FileEntry| -> Result<Vec<String>, ConnectorError> {
+        let (schema, _) = format
+            .infer_schema(open_maybe_gz(&f.path, kind)?, Some(0))
+            .map_err(|e| ConnectorError::Read { path: f.path.display().to_string(), message: e.to_string() })?;
+        Ok(schema.fields().iter().map(|c| c.name().clone()).collect())
+    };
+    let Some((first, rest)) = files.split_first() else { return Ok(()) };
+    let expected = header(first)?;
+    for f in rest {
+        let got = header(f)?;
+        if got != expected {
+            return Err(ConnectorError::FileMismatch {
+                path: shown(f),
+                first: shown(first),
+                message: format!("its header is {} where the first file's is {}", got.join(","), expected.join(",")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Applies `schema` overrides to an inferred or stored schema. CSV columns may take any listed
@@ -359,6 +447,8 @@ pub async fn open_file_source(
         return Err(ConnectorError::EmptyDirectory { path: path_text.to_string() });
     };
     let urls = files.iter().map(|f| ListingTableUrl::parse(f.path.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+    let root = data_root.canonicalize().unwrap_or_else(|_| data_root.to_path_buf());
+    let shown = |f: &FileEntry| f.path.strip_prefix(&root).unwrap_or(&f.path).display().to_string();
     match kind {
         Kind::Parquet => {
             // Strings are read as `Utf8View`, DataFusion's Parquet default (the session's
@@ -376,7 +466,7 @@ pub async fn open_file_source(
                 .with_schema(Arc::clone(&final_schema));
             let provider = Arc::new(ListingTable::try_new(config)?);
             let projection = final_schema.fields().iter().map(|f| col_exact(f.name())).collect();
-            let expected_rows = Some(parquet_schema_and_rows(&files)?);
+            let expected_rows = Some(parquet_schema_and_rows(&files, &shown)?);
             Ok(OpenedFileSource {
                 provider,
                 projection,
@@ -387,12 +477,11 @@ pub async fn open_file_source(
             })
         }
         Kind::Csv | Kind::CsvGz => {
-            let root = data_root.canonicalize().unwrap_or_else(|_| data_root.to_path_buf());
-            let shown = |f: &FileEntry| f.path.strip_prefix(&root).unwrap_or(&f.path).display().to_string();
             let inferred = infer_csv(first, &shown(first), kind, &source.csv)?;
+            check_csv_headers(&files, kind, &source.csv, &shown)?;
             let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
             // Decimal columns, and numeric columns whose type was inferred, are read as text and
-            // converted strictly (`kalla_decimal`, `kalla_inferred`). DataFusion 55's CSV scan
+            // converted strictly (`__kalla_decimal`, `__kalla_inferred`). DataFusion 55's CSV scan
             // ignores null patterns, so with a `null_value` every column is read as text, the
             // pattern is turned into NULL, and the text is converted (a value that does not
             // convert fails the job rather than becoming NULL).

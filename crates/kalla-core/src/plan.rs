@@ -170,6 +170,19 @@ async fn open_source(
             (frame, opened.schema, Vec::new(), None, opened.expected_rows)
         }
     };
+    // The unmatched rows and the checks add columns named `__kalla…` beside the source's own.
+    if let Some(f) = schema.fields().iter().find(|f| f.name().to_ascii_lowercase().starts_with("__kalla")) {
+        return Err(KallaError::at(
+            ErrorCode::UnsupportedSource,
+            format!("{}.uri", source.field),
+            format!(
+                "source {}: column {:?} starts with __kalla, which is reserved for kallad; rename it in the \
+                 source (a Postgres table can be read through a view that renames it)",
+                source.alias,
+                f.name()
+            ),
+        ));
+    }
     if let Some(key) = &source.key {
         for (i, k) in key.iter().enumerate() {
             if schema.field_with_name(k).is_err() {

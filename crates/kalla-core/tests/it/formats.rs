@@ -448,3 +448,99 @@ async fn a_date64_holding_a_time_of_day_fails_the_run_rather_than_losing_it() {
     );
     assert_no_output(&f, &output_path);
 }
+
+/// A scan of several CSV files reads fields by position: a file whose header orders the columns
+/// differently would put its `ref` values under `amount`. The header of every file must be the
+/// first file's.
+#[tokio::test]
+async fn a_csv_directory_whose_files_disagree_on_their_header_is_refused_naming_the_file() {
+    let f = Fixture::new();
+    f.file("inv/a.csv", "invoice_id,ref,amount\nI1,A,10.00\n");
+    f.file("inv/b.csv", "invoice_id,amount,ref\nI2,20.00,B\n");
+    let sources = json!([{"alias": "invoices", "uri": "inv", "primary_key": ["invoice_id"]}]);
+    let e = f.plan(job("SELECT invoice_id FROM invoices", sources.clone()), 2).await.unwrap_err();
+    assert_eq!((e.code, e.field.as_deref()), (ErrorCode::SourceReadFailed, Some("sources[0].uri")), "{e:?}");
+    assert_eq!(
+        e.message,
+        "inv/b.csv: its header is invoice_id,amount,ref where the first file's is invoice_id,ref,amount; \
+         every file of a directory source must have the columns of its first file (inv/a.csv)"
+    );
+    // The same header in every file reads both.
+    f.file("inv/b.csv", "invoice_id,ref,amount\nI2,B,20.00\n");
+    let o = f.run_once(job("SELECT invoice_id FROM invoices", sources), false, 2).await.unwrap();
+    assert_eq!(o.counts.total["invoices"], 2);
+}
+
+/// A scan of several Parquet files maps columns by name: a later file without `ref` would be read
+/// with NULL refs (its invoices never matching), and one storing `amount` at another scale would be
+/// cast to the first file's. Both are refused; a string column stored with wider offsets is the
+/// same column.
+#[tokio::test]
+async fn a_parquet_directory_whose_files_disagree_on_their_columns_is_refused_naming_the_file() {
+    use datafusion::arrow::array::LargeStringArray;
+    let f = Fixture::new();
+    f.parquet("inv/a.parquet", &invoices_batch());
+    let batch = invoices_batch();
+    let sources = json!([{"alias": "invoices", "uri": "inv", "primary_key": ["invoice_id"]}]);
+    let refused =
+        |message: &str| (ErrorCode::SourceReadFailed, Some("sources[0].uri".to_string()), message.to_string());
+    let tail = "; every file of a directory source must have the columns of its first file (inv/a.parquet)";
+
+    f.parquet("inv/b.parquet", &batch.project(&[0, 2, 3]).unwrap());
+    let e = f.plan(job("SELECT invoice_id FROM invoices", sources.clone()), 2).await.unwrap_err();
+    assert_eq!((e.code, e.field, e.message), refused(&format!("inv/b.parquet: it has no column ref{tail}")));
+
+    let rescaled = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("invoice_id", DataType::Utf8, true),
+            Field::new("ref", DataType::Utf8, true),
+            Field::new("amount", DataType::Decimal128(12, 3), true),
+            Field::new("issued", DataType::Date32, true),
+        ])),
+        vec![
+            batch.column(0).clone(),
+            batch.column(1).clone(),
+            Arc::new(Decimal128Array::from(vec![10005, 1, 2]).with_precision_and_scale(12, 3).unwrap()),
+            batch.column(3).clone(),
+        ],
+    )
+    .unwrap();
+    f.parquet("inv/b.parquet", &rescaled);
+    let e = f.plan(job("SELECT invoice_id FROM invoices", sources.clone()), 2).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.field, e.message),
+        refused(&format!(
+            "inv/b.parquet: its column amount is decimal(12,3) where the first file's is decimal(12,2){tail}"
+        ))
+    );
+
+    let mut extra = batch.schema().fields().iter().cloned().collect::<Vec<_>>();
+    extra.push(Arc::new(Field::new("note", DataType::Utf8, true)));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(vec!["x", "y", "z"])));
+    f.parquet("inv/b.parquet", &RecordBatch::try_new(Arc::new(Schema::new(extra)), columns).unwrap());
+    let e = f.plan(job("SELECT invoice_id FROM invoices", sources.clone()), 2).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.field, e.message),
+        refused(&format!("inv/b.parquet: it has the columns note the first file lacks{tail}"))
+    );
+
+    let wide = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("invoice_id", DataType::LargeUtf8, true),
+            Field::new("ref", DataType::LargeUtf8, true),
+            Field::new("amount", DataType::Decimal128(12, 2), true),
+            Field::new("issued", DataType::Date32, true),
+        ])),
+        vec![
+            Arc::new(LargeStringArray::from(vec!["I4", "I5", "I6"])),
+            Arc::new(LargeStringArray::from(vec!["D", "E", "F"])),
+            batch.column(2).clone(),
+            batch.column(3).clone(),
+        ],
+    )
+    .unwrap();
+    f.parquet("inv/b.parquet", &wide);
+    let o = f.run_once(job("SELECT invoice_id FROM invoices", sources), false, 2).await.unwrap();
+    assert_eq!(o.counts.total["invoices"], 6);
+}

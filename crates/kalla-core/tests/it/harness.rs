@@ -51,6 +51,9 @@ impl Fixture {
 
     pub fn parquet(&self, name: &str, batch: &RecordBatch) -> PathBuf {
         let path = self.data.path().join(name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).unwrap();
+        }
         let file = std::fs::File::create(&path).unwrap();
         let mut w = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
         w.write(batch).unwrap();
