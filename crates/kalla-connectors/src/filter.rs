@@ -77,6 +77,19 @@ fn scalar_for(column: &str, t: &DataType, v: &FilterScalar) -> Result<ScalarValu
         }
         (DataType::Float32 | DataType::Float64, FilterScalar::Number(n)) => {
             let f: f64 = n.parse().map_err(|_| misfit("not a number"))?;
+            // A value the column's type would hold as infinity, or as 0 though it is not, would
+            // compare as another number.
+            let (finite, zero) = match t {
+                DataType::Float32 => ((f as f32).is_finite(), f as f32 == 0.0),
+                _ => (f.is_finite(), f == 0.0),
+            };
+            let mantissa = n.split(['e', 'E']).next().unwrap_or_default();
+            if !finite {
+                return Err(misfit("out of the column's range"));
+            }
+            if zero && mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')) {
+                return Err(misfit("too small for the column's type, which would hold it as 0"));
+            }
             Ok(if matches!(t, DataType::Float32) {
                 ScalarValue::Float32(Some(f as f32))
             } else {
@@ -197,6 +210,8 @@ mod tests {
             Field::new("on", DataType::Date32, true),
             Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
             Field::new("ok", DataType::Boolean, true),
+            Field::new("r", DataType::Float32, true),
+            Field::new("d", DataType::Float64, true),
         ])
     }
 
@@ -225,6 +240,41 @@ mod tests {
         let e = filter_to_expr(&schema(), &f("at", FilterOp::Lt, FilterValue::One(t("2026-01-01T01:00:00+01:00"))))
             .unwrap();
         assert!(e.to_string().contains("1767225600000000"), "{e}");
+    }
+
+    #[test]
+    fn a_float_column_takes_any_number_its_type_holds_as_itself_or_rounded() {
+        for (column, value) in
+            [("r", "3.4e38"), ("r", "0.1"), ("r", "0"), ("r", "-0.0e-50"), ("d", "1e-300"), ("d", "1e308")]
+        {
+            let e = filter_to_expr(&schema(), &f(column, FilterOp::Gt, FilterValue::One(n(value)))).unwrap();
+            // The nearest value of the column's type.
+            let shown = match column {
+                "r" => format!("r > Float32({})", value.parse::<f32>().unwrap()),
+                _ => format!("d > Float64({})", value.parse::<f64>().unwrap()),
+            };
+            assert_eq!(e.to_string(), shown, "{column} {value}");
+        }
+    }
+
+    /// `1e39` is infinity as a `real`, and `1e-50` is 0: the filter would keep other rows.
+    #[test]
+    fn a_float_value_its_column_would_hold_as_infinity_or_zero_is_refused() {
+        for (column, value, why) in [
+            ("r", "1e39", "out of the column's range"),
+            ("r", "-1e39", "out of the column's range"),
+            ("d", "1e400", "out of the column's range"),
+            ("r", "1e-50", "too small for the column's type, which would hold it as 0"),
+            ("d", "-2.5e-400", "too small for the column's type, which would hold it as 0"),
+        ] {
+            match filter_to_expr(&schema(), &f(column, FilterOp::Gt, FilterValue::One(n(value)))) {
+                Err(ConnectorError::InvalidFilter { field, message }) => {
+                    assert_eq!(field, "sources[0].filters[0].value");
+                    assert!(message.ends_with(why), "{column} {value}: {message}");
+                }
+                other => panic!("{column} {value} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -203,19 +203,7 @@ impl PlannedJob {
 
     async fn collect_i64s(&self, label: &str, frame: DataFrame) -> Result<Vec<i64>, DataFusionError> {
         let stream = self.execute(label, frame).await?;
-        let batches = datafusion::physical_plan::common::collect(stream).await?;
-        let mut out = Vec::new();
-        for b in &batches {
-            for c in b.columns() {
-                let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Int64)?;
-                let c = c
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                    .ok_or_else(|| DataFusionError::Internal("count column is not Int64".into()))?;
-                out.push(if c.is_empty() || c.is_null(0) { 0 } else { c.value(0) });
-            }
-        }
-        Ok(out)
+        one_row_i64s(label, &datafusion::physical_plan::common::collect(stream).await?)
     }
 
     /// The key tuples present in the matched output, one row each in columns `__kalla_k<j>`, with
@@ -603,5 +591,57 @@ impl PlannedJob {
             stage_timings_ms: timings,
             checks,
         }
+    }
+}
+
+/// The one row a query of counts without GROUP BY returns, as i64s (NULL as 0), wherever among
+/// the batches it comes; any other number of rows is an error rather than counts read from
+/// nowhere.
+fn one_row_i64s(label: &str, batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<i64>, DataFusionError> {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::DataType;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0).filter(|_| rows == 1) else {
+        return Err(DataFusionError::Internal(format!("{label}: {rows} rows where one row of counts was expected")));
+    };
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let c = datafusion::arrow::compute::cast(c, &DataType::Int64)?;
+            let c = c
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| DataFusionError::Internal(format!("{label}: a count is not an integer")))?;
+            Ok(if c.is_null(0) { 0 } else { c.value(0) })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_row_i64s;
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn counts(rows: Vec<Option<i64>>) -> RecordBatch {
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true), Field::new("m", DataType::Int64, true)]));
+        let column = Arc::new(Int64Array::from(rows.clone()));
+        let other = Arc::new(Int64Array::from(rows.iter().map(|r| r.map(|v| v * 10)).collect::<Vec<_>>()));
+        RecordBatch::try_new(schema, vec![column, other]).unwrap()
+    }
+
+    /// Counts are read from the one row, even behind an empty batch (a stream merged from several
+    /// partitions can start with one); a result of no row or of two rows is an error.
+    #[test]
+    fn counts_come_from_the_one_row_wherever_it_is_and_only_from_it() {
+        assert_eq!(one_row_i64s("c", &[counts(vec![]), counts(vec![Some(3)])]).unwrap(), vec![3, 30]);
+        assert_eq!(one_row_i64s("c", &[counts(vec![None])]).unwrap(), vec![0, 0]);
+        let e = one_row_i64s("c", &[counts(vec![Some(1)]), counts(vec![Some(2)])]).unwrap_err();
+        assert!(e.to_string().contains("c: 2 rows where one row of counts was expected"), "{e}");
+        assert!(one_row_i64s("c", &[counts(vec![])]).is_err());
+        assert!(one_row_i64s("c", &[]).is_err());
     }
 }

@@ -72,14 +72,21 @@ pub struct FileAudit {
 
 impl From<&FileEntry> for FileAudit {
     fn from(f: &FileEntry) -> Self {
-        FileAudit {
-            path: f.path.display().to_string(),
-            size: f.size,
-            modified: f
-                .modified
-                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        }
+        FileAudit { path: f.path.display().to_string(), size: f.size, modified: f.modified.and_then(rfc3339) }
     }
+}
+
+/// A file's modification time in RFC 3339, or none when chrono cannot represent it (beyond
+/// ±262,143 years, which a filesystem can store: chrono's own conversion would panic).
+fn rfc3339(t: std::time::SystemTime) -> Option<String> {
+    let at = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => {
+            chrono::DateTime::<chrono::Utc>::UNIX_EPOCH.checked_add_signed(chrono::TimeDelta::from_std(after).ok()?)
+        }
+        Err(before) => chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
+            .checked_sub_signed(chrono::TimeDelta::from_std(before.duration()).ok()?),
+    }?;
+    Some(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 /// Key-level checks of one keyed source. Keys are compared as tuples; a tuple with a NULL is
@@ -102,4 +109,23 @@ pub struct SourceChecks {
     pub duplicate_key_rows: u64,
     /// Keys present in more than one matched row.
     pub multi_matched_keys: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// A modification time chrono cannot hold is left out of the audit trail instead of ending
+    /// the job (chrono's `From<SystemTime>` panics there).
+    #[test]
+    fn modification_times_chrono_cannot_hold_are_left_out() {
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_micros(1_500_000)).as_deref(),
+            Some("1970-01-01T00:00:01.500000Z")
+        );
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(86_400)).as_deref(), Some("1969-12-31T00:00:00.000000Z"));
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(99_999_999_999_999)), None);
+        assert_eq!(rfc3339(UNIX_EPOCH - Duration::from_secs(99_999_999_999_999)), None);
+    }
 }

@@ -429,8 +429,8 @@ impl JobManager {
                 planned.distributable().await?;
             }
         }
-        let slots: usize = executors.iter().map(|e| e.slots as usize).sum();
-        kalla_cluster::runner::apply_cluster_session_settings(&planned.ctx, cluster.partitions.unwrap_or(slots.max(1)))
+        let partitions = cluster_partitions(cluster.partitions, executors.iter().map(|e| e.slots));
+        kalla_cluster::runner::apply_cluster_session_settings(&planned.ctx, partitions)
             .map_err(|e| KallaError::new(ErrorCode::Internal, format!("cluster settings: {e}")))?;
         let runner = Arc::new(ClusterRunner::new(
             Arc::clone(&cluster.scheduler),
@@ -828,4 +828,27 @@ fn conflict(run_id: Uuid) -> KallaError {
         "run_id",
         format!("run_id {run_id} is already used by a different request"),
     )
+}
+
+/// The partitions of a cluster job: `--partitions` when given, else the task slots the live
+/// executors reported, at least 1 and at most [`crate::engine_args::MAX_PARALLELISM`] (an executor
+/// reports its own slots when it registers, over gRPC, and a huge number would make every plan
+/// allocate that many partitions).
+fn cluster_partitions(given: Option<usize>, slots: impl Iterator<Item = u32>) -> usize {
+    given
+        .unwrap_or_else(|| slots.fold(0usize, |all, s| all.saturating_add(s as usize)))
+        .clamp(1, crate::engine_args::MAX_PARALLELISM)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cluster_job_takes_the_executors_slots_within_the_parallelism_bound() {
+        use crate::engine_args::MAX_PARALLELISM;
+        assert_eq!(super::cluster_partitions(None, [1, 1].into_iter()), 2);
+        assert_eq!(super::cluster_partitions(Some(7), [1, 1].into_iter()), 7);
+        assert_eq!(super::cluster_partitions(None, std::iter::empty()), 1);
+        assert_eq!(super::cluster_partitions(None, [u32::MAX, u32::MAX, 4].into_iter()), MAX_PARALLELISM);
+        assert_eq!(super::cluster_partitions(None, [MAX_PARALLELISM as u32, 1].into_iter()), MAX_PARALLELISM);
+    }
 }

@@ -113,7 +113,9 @@ fn trim_groups(digits: &[u8], weight: i16, ndigits: i16, scale: i8) -> Option<Tr
     let mut exp = 4 * (weight as i32 - (ndigits as i32 - 1)) + scale as i32;
     while exp <= -4 {
         match groups.pop() {
-            Some(0) | None => exp += 4,
+            Some(0) => exp += 4,
+            // No digit left: the value is zero, whatever its weight.
+            None => return Some((groups, None, 0)),
             Some(_) => return None,
         }
     }
@@ -149,7 +151,8 @@ pub fn numeric_i128(b: &[u8], precision: u8, scale: i8) -> Result<i128, String> 
     if let Some((d, keep)) = last {
         acc = acc.checked_mul(10i128.pow(keep)).and_then(|a| a.checked_add(d as i128)).ok_or_else(too_big)?;
     }
-    while exp > 0 {
+    // Zero stays zero however far it is shifted (a zero digit group may come with any weight).
+    while exp > 0 && acc != 0 {
         acc = acc.checked_mul(10).ok_or_else(too_big)?;
         exp -= 1;
     }
@@ -180,7 +183,7 @@ pub fn numeric_i256(b: &[u8], precision: u8, scale: i8) -> Result<i256, String> 
             .and_then(|a| a.checked_add(i256::from_i128(d as i128)))
             .ok_or_else(too_big)?;
     }
-    while exp > 0 {
+    while exp > 0 && acc != i256::ZERO {
         acc = acc.checked_mul(ten).ok_or_else(too_big)?;
         exp -= 1;
     }
@@ -404,7 +407,10 @@ fn append_array(element: &mut Builder, v: &[u8]) -> Result<usize, String> {
     for _ in 0..count {
         let len = be_i32(v.get(pos..).ok_or_else(short)?).ok_or_else(short)?;
         pos += 4;
-        if len < 0 {
+        if len < -1 {
+            return Err(format!("an array element length of {len}"));
+        }
+        if len == -1 {
             element.append_null();
         } else {
             let end = pos + len as usize;
@@ -534,6 +540,11 @@ impl CopyDecoder {
             for _ in 0..columns {
                 let Some(len) = data.get(end..end + 4).and_then(be_i32) else { return Ok(Step::NeedMore(pos)) };
                 end += 4;
+                if len < -1 {
+                    // -1 is NULL; any other negative length is not a length (read as NULL, it
+                    // would turn a value, a key say, into NULL).
+                    return Err(stream_error(format!("a field length of {len}")));
+                }
                 if len > 0 {
                     end += len as usize;
                 }
@@ -640,5 +651,57 @@ mod tests {
             numeric_i256(&numeric(9, 0x4000, 0, &digits), 40, 2),
             Ok(i256::from_i128(-(10i128.pow(38) - 1)).wrapping_mul(i256::from_i128(100)))
         );
+    }
+
+    /// A binary COPY stream of one-field rows (each given as its length and bytes), ended.
+    fn one_column_stream(fields: &[(i32, &[u8])]) -> Vec<u8> {
+        let mut v = SIGNATURE.to_vec();
+        v.extend_from_slice(&[0; 8]);
+        for (len, bytes) in fields {
+            v.extend_from_slice(&1i16.to_be_bytes());
+            v.extend_from_slice(&len.to_be_bytes());
+            v.extend_from_slice(bytes);
+        }
+        v.extend_from_slice(&(-1i16).to_be_bytes());
+        v
+    }
+
+    fn decoder(t: PgType) -> CopyDecoder {
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![Field::new("k", t.arrow(), true)]));
+        CopyDecoder::new(schema, vec![t], 16)
+    }
+
+    /// -1 is NULL; read as NULL, any other negative length would turn a value (a key, say) into
+    /// NULL and its row into an unmatched one.
+    #[test]
+    fn a_negative_length_other_than_null_is_refused_not_read_as_null() {
+        let mut d = decoder(PgType::Scalar(PgScalar::Int8));
+        d.feed(&one_column_stream(&[(8, &7i64.to_be_bytes()), (-1, &[])])).unwrap();
+        let batch = d.flush().unwrap().unwrap();
+        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(batch.column(0).null_count(), 1);
+        for len in [-2, i32::MIN] {
+            let e = decoder(PgType::Scalar(PgScalar::Int8)).feed(&one_column_stream(&[(len, &[])])).unwrap_err();
+            assert_eq!(e.message, format!("a field length of {len}"));
+        }
+        // An array element: one dimension of two int4 elements, the second of length -2.
+        let mut array = Vec::new();
+        for x in [1i32, 0, 23, 2, 1, 4, 5, -2] {
+            array.extend_from_slice(&x.to_be_bytes());
+        }
+        let e = decoder(PgType::Array(PgScalar::Int4))
+            .feed(&one_column_stream(&[(array.len() as i32, &array)]))
+            .unwrap_err();
+        assert!(e.message.contains("an array element length of -2"), "{e}");
+    }
+
+    /// A zero digit group may come with any weight: it is zero, without shifting it 4 × 32767
+    /// times.
+    #[test]
+    fn zero_at_any_weight_is_zero() {
+        for weight in [i16::MAX, i16::MIN, 0] {
+            assert_eq!(numeric_i128(&numeric(weight, 0, 0, &[0]), 12, 2), Ok(0), "{weight}");
+            assert_eq!(numeric_i256(&numeric(weight, 0, 0, &[0, 0]), 50, 2), Ok(i256::ZERO), "{weight}");
+        }
     }
 }
