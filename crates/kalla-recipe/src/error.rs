@@ -27,6 +27,8 @@ pub enum ErrorCode {
     RunIdConflict,
     /// No such job or endpoint.
     NotFound,
+    /// The endpoint does not take this HTTP method.
+    MethodNotAllowed,
     /// `match_sql` does not parse or does not plan.
     InvalidSql,
     /// `match_sql` is not exactly one SELECT/WITH query.
@@ -84,6 +86,7 @@ impl ErrorCode {
             ErrorCode::QueueFull => "queue_full",
             ErrorCode::RunIdConflict => "run_id_conflict",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::InvalidSql => "invalid_sql",
             ErrorCode::ForbiddenStatement => "forbidden_statement",
             ErrorCode::UnknownTable => "unknown_table",

@@ -246,9 +246,23 @@ impl JobRequest {
     /// Parses an already decoded JSON value.
     pub fn from_value(value: Value) -> Result<JobRequest, KallaError> {
         serde_path_to_error::deserialize::<_, JobRequest>(value).map_err(|e| {
-            let path = e.path().to_string();
+            let mut path = e.path().to_string();
             let message = e.inner().to_string();
-            if path == "." || path.is_empty() {
+            if path == "." {
+                path.clear();
+            }
+            // A missing or unknown field is reported at the object holding it: name the field.
+            let named = ["missing field `", "unknown field `"]
+                .iter()
+                .find_map(|p| message.strip_prefix(p))
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name);
+            if let Some(name) = named
+                && !path.ends_with(name)
+            {
+                path = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+            }
+            if path.is_empty() {
                 KallaError::new(ErrorCode::InvalidField, message)
             } else {
                 KallaError::at(ErrorCode::InvalidField, path, message)
@@ -546,6 +560,28 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidField);
         assert_eq!(e.field.as_deref(), Some("sources[0].alais"));
         assert!(e.message.contains("unknown field `alais`"), "{}", e.message);
+    }
+
+    /// SPEC 3.1: everything the caller can fix is a 422 with `field`, a missing field too.
+    #[test]
+    fn a_missing_or_unknown_field_is_named_where_it_belongs() {
+        for (edit, field) in [
+            (
+                Box::new(|v: &mut Value| drop(v.as_object_mut().unwrap().remove("match_sql")))
+                    as Box<dyn Fn(&mut Value)>,
+                "match_sql",
+            ),
+            (
+                Box::new(|v: &mut Value| drop(v["sources"][0].as_object_mut().unwrap().remove("alias"))),
+                "sources[0].alias",
+            ),
+            (Box::new(|v: &mut Value| v["extra"] = json!(1)), "extra"),
+        ] {
+            let mut v = base();
+            edit(&mut v);
+            let e = parse(v).unwrap_err();
+            assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some(field)), "{}", e.message);
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub(crate) fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RunIdConflict => StatusCode::CONFLICT,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::QueueFull | ErrorCode::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
@@ -60,9 +61,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = http_status(self.0.code);
         let retry = matches!(self.0.code, ErrorCode::QueueFull | ErrorCode::ShuttingDown);
+        let unauthorized = self.0.code == ErrorCode::Unauthorized;
         let mut response = (status, Json(ErrorBody { error: self.0 })).into_response();
         if retry {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if unauthorized {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -101,6 +106,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { ApiError(KallaError::new(ErrorCode::NotFound, "no such endpoint")) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(KallaError::new(ErrorCode::MethodNotAllowed, "this endpoint does not take that method"))
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -111,7 +119,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim_start());
         let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {
             return ApiError(KallaError::new(ErrorCode::Unauthorized, "missing or wrong bearer token")).into_response();
@@ -164,7 +174,15 @@ async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError(KallaError::new(ErrorCode::InvalidField, e.body_text())))?;
+    // The only field that can fail to parse names itself in the message (`limit` or `status`).
+    let Query(q) = query.map_err(|e| {
+        let text = e.body_text();
+        let field = ["limit", "status"].into_iter().find(|f| text.contains(&format!("{f}:")));
+        match field {
+            Some(f) => ApiError(KallaError::at(ErrorCode::InvalidField, f, text)),
+            None => ApiError(KallaError::new(ErrorCode::InvalidField, text)),
+        }
+    })?;
     let limit = q.limit.unwrap_or(100).min(1000);
     Ok(Json(serde_json::json!({"jobs": state.jobs.list(limit, q.status)})).into_response())
 }

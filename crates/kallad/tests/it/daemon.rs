@@ -311,6 +311,39 @@ fn the_api_token_is_required_when_set() {
     d.token = None;
     assert_eq!(d.post("/api/jobs", &example_job()).0, 401);
     assert_eq!(d.get("/health").0, 200);
+    // The scheme is case-insensitive (RFC 7235); a 401 names the scheme it wants.
+    let url = format!("{}/api/jobs", d.base);
+    for header in ["bearer s3cret-token", "BEARER s3cret-token"] {
+        assert_eq!(
+            d.client.get(&url).header("authorization", header).send().unwrap().status().as_u16(),
+            200,
+            "{header}"
+        );
+    }
+    let refused = d.client.get(&url).header("authorization", "Basic s3cret-token").send().unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+}
+
+/// SPEC 3: every error is `{"error": …}`, a method an endpoint does not take too; a missing
+/// field or a bad query parameter is named in `field`.
+#[test]
+fn a_wrong_method_and_a_missing_field_get_the_error_document() {
+    let d = Daemon::start(&examples(), &[]);
+    let resp = d.client.delete(format!("{}/api/jobs", d.base)).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    let mut job = example_job();
+    job.as_object_mut().unwrap().remove("match_sql");
+    let (code, e) = d.post("/api/jobs", &job);
+    assert_eq!(
+        (code, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+        (422, Some("invalid_field"), Some("match_sql")),
+        "{e}"
+    );
+    let (code, e) = d.get("/api/jobs?status=weird");
+    assert_eq!((code, e["error"]["field"].as_str()), (422, Some("status")), "{e}");
 }
 
 /// A job that runs for a long time: a join whose output grows quadratically.
