@@ -1,7 +1,8 @@
 //! `kallad executor`: a Ballista executor that registers with `kallad scheduler` (SPEC 2).
 //!
-//! In this build executors register, heartbeat and show in `/api/cluster`, but jobs still run in
-//! the scheduler's process (distributed execution is not built yet; see the README).
+//! It runs the tasks of the cluster jobs the scheduler hands it (Postgres partitions read here,
+//! in the job's snapshot; shuffle data served over Arrow Flight), heartbeats, and drains on
+//! SIGTERM (docs/architecture.md, section 3b).
 
 use clap::Args;
 use kalla_cluster::executor::{ExecutorSettings, run};

@@ -278,10 +278,14 @@ impl JobManager {
                     Err(conflict(run_id))
                 };
             }
-            if state.queued >= self.config.queue_capacity {
+            // `queued` counts the jobs that have not taken a slot yet, including those about to
+            // take a free one: only the rest wait in the queue.
+            let free_slots = self.config.max_concurrent_jobs.max(1).saturating_sub(state.running);
+            let waiting = state.queued.saturating_sub(free_slots);
+            if state.queued >= free_slots && waiting >= self.config.queue_capacity {
                 return Err(KallaError::new(
                     ErrorCode::QueueFull,
-                    format!("the queue holds {} jobs, its capacity; retry later", state.queued),
+                    format!("the queue holds {waiting} jobs, its capacity; retry later"),
                 ));
             }
             state.queued += 1;

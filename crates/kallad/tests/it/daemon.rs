@@ -393,6 +393,36 @@ fn cancelling_running_and_queued_jobs_stops_them_and_writes_nothing() {
     assert!(left.is_empty(), "cancelled jobs left {left:?}");
 }
 
+/// `--queue-capacity` counts the jobs waiting for a slot: with 0, a job that finds a free slot
+/// runs, and one that would have to wait is refused.
+#[test]
+fn the_queue_capacity_counts_only_jobs_waiting_for_a_slot() {
+    let data = tempfile::tempdir().unwrap();
+    for (capacity, admitted) in [("0", 1), ("1", 2)] {
+        let d = Daemon::start(data.path(), &["--max-concurrent-jobs", "1", "--queue-capacity", capacity]);
+        let jobs: Vec<Value> = (0..3).map(|i| long_job(data.path(), &format!("q{capacity}{i}"))).collect();
+        let ids: Vec<&str> = jobs.iter().map(|j| j["run_id"].as_str().unwrap()).collect();
+        assert_eq!(d.post("/api/jobs", &jobs[0]).0, 202, "capacity {capacity}");
+        d.wait_status(ids[0], "running");
+        for (i, job) in jobs.iter().enumerate().skip(1) {
+            let (code, e) = d.post("/api/jobs", job);
+            if i < admitted {
+                assert_eq!(code, 202, "capacity {capacity}, job {i}: {e}");
+            } else {
+                assert_eq!(
+                    (code, e["error"]["code"].as_str()),
+                    (503, Some("queue_full")),
+                    "capacity {capacity}, job {i}"
+                );
+            }
+        }
+        for id in &ids[..admitted] {
+            assert_eq!(d.post(&format!("/api/jobs/{id}/cancel"), &json!({})).0, 202);
+            d.wait_final(id, Duration::from_secs(10));
+        }
+    }
+}
+
 #[test]
 fn a_job_past_its_timeout_fails_with_timeout() {
     let data = tempfile::tempdir().unwrap();
