@@ -122,6 +122,8 @@ struct Job {
     rows_read: u64,
     /// The run's temporary output directory.
     tmp_dir: Option<std::path::PathBuf>,
+    /// The output directory it will commit (jobs of this process only).
+    output: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -282,6 +284,17 @@ impl JobManager {
             // take a free one: only the rest wait in the queue.
             let free_slots = self.config.max_concurrent_jobs.max(1).saturating_sub(state.running);
             let waiting = state.queued.saturating_sub(free_slots);
+            // Two jobs may not aim at one output: the second would run in full, then fail.
+            let output = &planned.output.final_dir;
+            if let Some((other, _)) =
+                state.jobs.iter().find(|(_, j)| !j.status.status.is_final() && j.output.as_ref() == Some(output))
+            {
+                return Err(KallaError::at(
+                    ErrorCode::OutputExists,
+                    "output_path",
+                    format!("output_path {:?} is the output of job {other}, which has not ended", planned.output.given),
+                ));
+            }
             if state.queued >= free_slots && waiting >= self.config.queue_capacity {
                 return Err(KallaError::new(
                     ErrorCode::QueueFull,
@@ -302,6 +315,7 @@ impl JobManager {
                     last_progress: None,
                     rows_read: 0,
                     tmp_dir: Some(planned.output.tmp_dir.clone()),
+                    output: Some(planned.output.final_dir.clone()),
                 },
             );
             if let Some(job) = state.jobs.get(&run_id)
@@ -592,6 +606,7 @@ impl JobManager {
                     last_progress: None,
                     rows_read: 0,
                     tmp_dir: r.tmp_dir,
+                    output: None,
                 };
                 // Only a directory under --output-dir: the journal says where, and a journal is a
                 // file that could have been edited.

@@ -423,6 +423,33 @@ fn the_queue_capacity_counts_only_jobs_waiting_for_a_slot() {
     }
 }
 
+/// SPEC 3.1: an output_path that will not be free is 422 `output_exists` at submission, also
+/// while another job that will write it is queued or running (it used to run in full, then fail).
+#[test]
+fn a_second_job_for_the_output_of_a_job_not_ended_is_refused_at_submission() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &["--max-concurrent-jobs", "1"]);
+    let first = long_job(data.path(), "same");
+    let mut second = long_job(data.path(), "other");
+    second["output_path"] = first["output_path"].clone();
+    let first_id = first["run_id"].as_str().unwrap();
+    assert_eq!(d.post("/api/jobs", &first).0, 202);
+    let (code, e) = d.post("/api/jobs", &second);
+    assert_eq!(
+        (code, e["error"]["code"].as_str(), e["error"]["field"].as_str()),
+        (422, Some("output_exists"), Some("output_path")),
+        "{e}"
+    );
+    assert!(e["error"]["message"].as_str().unwrap().contains(first_id), "{e}");
+    assert_eq!(d.post(&format!("/api/jobs/{first_id}/cancel"), &json!({})).0, 202);
+    d.wait_final(first_id, Duration::from_secs(10));
+    // Cancelled, the first wrote nothing: the path is free again.
+    assert_eq!(d.post("/api/jobs", &second).0, 202);
+    let second_id = second["run_id"].as_str().unwrap();
+    assert_eq!(d.post(&format!("/api/jobs/{second_id}/cancel"), &json!({})).0, 202);
+    d.wait_final(second_id, Duration::from_secs(10));
+}
+
 #[test]
 fn a_job_past_its_timeout_fails_with_timeout() {
     let data = tempfile::tempdir().unwrap();
