@@ -99,6 +99,23 @@ impl Metrics {
         registry.register("callback_attempts", "Callback attempts, by kind and result", callback_attempts.clone());
         let callbacks_pending = Gauge::default();
         registry.register("callbacks_pending", "Final callbacks not yet delivered", callbacks_pending.clone());
+        // Every series the daemon can add exists from the start at 0, so a dashboard or an alert
+        // on a rate sees the family before the first job, callback or read of its kind.
+        for outcome in ["succeeded", "failed", "cancelled"] {
+            jobs_total.get_or_create(&OutcomeLabel { outcome: outcome.into() });
+        }
+        for mode in ["local", "cluster"] {
+            job_duration.get_or_create(&ModeLabel { mode: mode.into() });
+        }
+        for kind in ["csv", "parquet", "postgres"] {
+            rows_read.get_or_create(&KindLabel { kind: kind.into() });
+            bytes_read.get_or_create(&KindLabel { kind: kind.into() });
+        }
+        for kind in ["progress", "complete", "error"] {
+            for result in ["delivered", "failed"] {
+                callback_attempts.get_or_create(&CallbackLabel { kind: kind.into(), result: result.into() });
+            }
+        }
         Metrics {
             registry,
             jobs_total,

@@ -301,6 +301,26 @@ fn bad_input_gets_its_status_and_code_and_the_daemon_stays_healthy() {
     assert_eq!(d.get("/api/jobs/00000000-0000-4000-8000-00000000dead").0, 404);
 }
 
+/// SPEC 8's families are there from the start, at 0, before any job, read or callback.
+#[test]
+fn every_metric_family_is_exposed_before_the_first_job() {
+    let d = Daemon::start(&examples(), &[]);
+    let text = d.get("/metrics").1.as_str().unwrap_or_default().to_string();
+    for line in [
+        "kalla_jobs_total{outcome=\"succeeded\"} 0",
+        "kalla_jobs_total{outcome=\"failed\"} 0",
+        "kalla_jobs_total{outcome=\"cancelled\"} 0",
+        "kalla_job_duration_seconds_count{mode=\"local\"} 0",
+        "kalla_job_duration_seconds_count{mode=\"cluster\"} 0",
+        "kalla_source_rows_read_total{kind=\"postgres\"} 0",
+        "kalla_source_bytes_read_total{kind=\"csv\"} 0",
+        "kalla_callback_attempts_total{kind=\"complete\",result=\"failed\"} 0",
+        "kalla_callback_attempts_total{kind=\"progress\",result=\"delivered\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+}
+
 #[test]
 fn the_api_token_is_required_when_set() {
     let mut d = Daemon::start(&examples(), &["--api-token", "s3cret-token"]);
