@@ -8,7 +8,7 @@ use clap::Args;
 use futures::FutureExt;
 use kalla_core::session::new_session;
 use kalla_core::timestamp_now as now;
-use kalla_core::{EngineConfig, NoObserver, plan_job};
+use kalla_core::{EngineConfig, RunObserver, plan_job};
 use kalla_recipe::{ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode, Stage};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,11 +22,30 @@ pub(crate) struct RunArgs {
     engine: EngineArgs,
 }
 
+/// Remembers the stage the run is in, for the status document of a run that fails.
+#[derive(Debug)]
+struct StageSeen(std::sync::Mutex<Stage>);
+
+impl RunObserver for StageSeen {
+    fn stage(&self, stage: Stage) {
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = stage;
+        }
+    }
+}
+
+/// The status document of a job that failed in `stage` (as the daemon reports it: where the job
+/// was when it failed; a request refused before running is `queued`, where the daemon's job
+/// would have been).
 fn failed(run_id: String, submitted_at: String, error: KallaError) -> JobStatus {
+    failed_in(Stage::Queued, run_id, submitted_at, error)
+}
+
+fn failed_in(stage: Stage, run_id: String, submitted_at: String, error: KallaError) -> JobStatus {
     JobStatus {
         run_id,
         status: JobState::Failed,
-        stage: Stage::Done,
+        stage,
         progress: 0.0,
         mode: Mode::Local,
         counts: None,
@@ -90,7 +109,8 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
     tracing::info!(sources = planned.sources.len(), "job planned");
     // A panic inside the engine (a DataFusion bug) fails the job with a status document, as in
     // the daemon, instead of ending the process without one.
-    let ran = match std::panic::AssertUnwindSafe(planned.run(&NoObserver)).catch_unwind().await {
+    let seen = StageSeen(std::sync::Mutex::new(Stage::Reading));
+    let ran = match std::panic::AssertUnwindSafe(planned.run(&seen)).catch_unwind().await {
         Ok(r) => r,
         Err(_) => Err(KallaError::new(ErrorCode::Internal, "the engine failed unexpectedly (a bug); see the log")),
     };
@@ -104,7 +124,8 @@ pub(crate) async fn run(args: RunArgs) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(code = %e.code, error = %e.message, "job failed");
-            let mut status = failed(run_id, submitted_at, e);
+            let stage = seen.0.lock().map(|s| *s).unwrap_or(Stage::Reading);
+            let mut status = failed_in(stage, run_id, submitted_at, e);
             status.started_at = Some(started_at);
             print(&status)
         }

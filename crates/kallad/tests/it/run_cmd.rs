@@ -65,6 +65,7 @@ fn a_refused_job_exits_1_with_the_error_in_the_status_document() {
     assert_eq!(status["status"], "failed");
     assert_eq!(status["error"]["code"], "forbidden_statement");
     assert_eq!(status["error"]["field"], "match_sql");
+    assert_eq!(status["stage"], "queued", "refused before it ran");
     assert!(!out.path().join("x").exists());
 }
 
@@ -149,5 +150,7 @@ fn a_panic_in_the_engine_fails_the_job_with_a_status_document() {
         .unwrap_or_else(|e| panic!("stdout is not a status document ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(out.status.code(), Some(1), "{status}");
     assert_eq!((status["status"].as_str(), status["error"]["code"].as_str()), (Some("failed"), Some("internal")));
+    // The stage the run was in when it failed, as the daemon reports it.
+    assert_eq!(status["stage"], "matching", "{status}");
     assert!(!dir.path().join("out/panics").exists());
 }
