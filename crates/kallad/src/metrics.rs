@@ -102,18 +102,18 @@ impl Metrics {
         // Every series the daemon can add exists from the start at 0, so a dashboard or an alert
         // on a rate sees the family before the first job, callback or read of its kind.
         for outcome in ["succeeded", "failed", "cancelled"] {
-            jobs_total.get_or_create(&OutcomeLabel { outcome: outcome.into() });
+            drop(jobs_total.get_or_create(&OutcomeLabel { outcome: outcome.into() }));
         }
         for mode in ["local", "cluster"] {
-            job_duration.get_or_create(&ModeLabel { mode: mode.into() });
+            drop(job_duration.get_or_create(&ModeLabel { mode: mode.into() }));
         }
         for kind in ["csv", "parquet", "postgres"] {
-            rows_read.get_or_create(&KindLabel { kind: kind.into() });
-            bytes_read.get_or_create(&KindLabel { kind: kind.into() });
+            drop(rows_read.get_or_create(&KindLabel { kind: kind.into() }));
+            drop(bytes_read.get_or_create(&KindLabel { kind: kind.into() }));
         }
         for kind in ["progress", "complete", "error"] {
             for result in ["delivered", "failed"] {
-                callback_attempts.get_or_create(&CallbackLabel { kind: kind.into(), result: result.into() });
+                drop(callback_attempts.get_or_create(&CallbackLabel { kind: kind.into(), result: result.into() }));
             }
         }
         Metrics {
