@@ -43,7 +43,8 @@ pub(crate) struct SchedulerArgs {
     #[arg(long, env = "KALLA_BIND_HOST", default_value = "127.0.0.1")]
     bind_host: String,
     /// The address executors use to reach this scheduler's gRPC port (they report task results
-    /// there); default --bind-host, required when that is 0.0.0.0 or ::.
+    /// there); default --bind-host, or when that is 0.0.0.0 or :: this machine's host name (a
+    /// warning says so; 127.0.0.1 with --mode local, which never uses executors).
     #[arg(long, env = "KALLA_SCHEDULER_EXTERNAL_HOST")]
     external_host: Option<String>,
     #[command(flatten)]
@@ -137,13 +138,15 @@ pub(crate) async fn run(args: SchedulerArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let external_host = match crate::daemon::advertised_host(args.external_host.as_deref(), &args.bind_host) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!("{e}: executors must be told an address of this scheduler");
-            return ExitCode::from(2);
-        }
-    };
+    let (external_host, warning) = crate::daemon::scheduler_advertised_host(
+        args.external_host.as_deref(),
+        &args.bind_host,
+        args.mode != ModeArg::Local,
+        crate::daemon::machine_hostname(),
+    );
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let cluster = match kalla_cluster::scheduler::EmbeddedScheduler::start(
         &args.bind_host,
         &external_host,
