@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kalla_core::PlanDescription;
-use kalla_recipe::{ErrorBody, ErrorCode, JobRequest, JobState, JobStatus, KallaError};
-use serde::Deserialize;
+use kalla_recipe::{ErrorBody, ErrorCode, JobRequest, JobState, JobStatus, KallaError, Mode};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -77,17 +77,92 @@ fn not_found(run_id: &str) -> ApiError {
     ApiError(KallaError::new(ErrorCode::NotFound, format!("no job with run_id {run_id}")))
 }
 
+/// The answer to an admitted submission (202).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Accepted {
+    run_id: String,
+    /// Always `queued`.
+    status: JobState,
+}
+
+/// `GET /api/jobs`: newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct JobList {
+    jobs: Vec<JobStatus>,
+}
+
+/// The answer to a cancel request (202, idempotent).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CancelRequested {
+    run_id: String,
+    cancel_requested: bool,
+}
+
+/// `/ready`: where a job starting now would run, and the load.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Readiness {
+    mode: Mode,
+    executors: usize,
+    queued: usize,
+    running: usize,
+}
+
+/// One live executor of `/api/cluster`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ExecutorView {
+    id: String,
+    host: String,
+    flight_port: u16,
+    grpc_port: u16,
+    slots: u32,
+    /// Seconds since its last heartbeat.
+    last_heartbeat_secs: Option<u64>,
+    /// Its last heartbeat, RFC 3339 UTC.
+    last_seen: Option<String>,
+}
+
+/// `/api/cluster`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ClusterView {
+    mode: Mode,
+    executors: Vec<ExecutorView>,
+}
+
+/// The bearer token of `--api-token`, declared for every `/api/*` operation.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 /// The OpenAPI document of this API, generated from the handlers' annotations.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "kallad", description = "Kalla's reconciliation compute daemon"),
-    paths(submit, validate, list, status, cancel, ready, metrics, cluster),
-    components(schemas(ErrorBody, KallaError, ErrorCode, JobRequest, JobStatus, PlanDescription))
+    paths(submit, validate, list, status, cancel, health, ready, metrics, cluster, openapi),
+    components(schemas(
+        ErrorBody, KallaError, ErrorCode, JobRequest, JobStatus, PlanDescription, Accepted, JobList, CancelRequested,
+        Readiness, ClusterView, ExecutorView
+    )),
+    modifiers(&BearerAuth)
 )]
 pub(crate) struct ApiDoc;
 
+#[utoipa::path(get, path = "/api/openapi.json", security(("bearer" = [])), responses((status = 200, description = "this document"), (status = 401, body = ErrorBody)))]
 async fn openapi() -> Response {
     Json(<ApiDoc as utoipa::OpenApi>::openapi()).into_response()
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, description = "the text OK", body = String)))]
+async fn health() -> &'static str {
+    "OK"
 }
 
 /// Builds the router.
@@ -101,7 +176,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/health", get(|| async { "OK" }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(api)
@@ -145,19 +220,18 @@ fn checked_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> 
     })
 }
 
-#[utoipa::path(post, path = "/api/jobs", request_body = JobRequest, responses((status = 202, description = "queued: {run_id, status}"), (status = 200, description = "the same request again: the job status", body = JobStatus), (status = 400, description = "bad_json", body = ErrorBody), (status = 401, description = "unauthorized", body = ErrorBody), (status = 409, description = "run_id_conflict", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody), (status = 422, description = "a field the caller can fix", body = ErrorBody), (status = 503, description = "queue_full or shutting_down", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/jobs", request_body = JobRequest, security(("bearer" = [])), responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "the same request again: the job status", body = JobStatus), (status = 400, description = "bad_json", body = ErrorBody), (status = 401, description = "unauthorized", body = ErrorBody), (status = 409, description = "run_id_conflict", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody), (status = 422, description = "a field the caller can fix", body = ErrorBody), (status = 503, description = "queue_full or shutting_down", body = ErrorBody)))]
 async fn submit(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = checked_body(body)?;
     match state.jobs.submit(&body).await? {
         Submitted::Queued(s) => {
-            Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"run_id": s.run_id, "status": "queued"})))
-                .into_response())
+            Ok((StatusCode::ACCEPTED, Json(Accepted { run_id: s.run_id, status: JobState::Queued })).into_response())
         }
         Submitted::Existing(s) => Ok((StatusCode::OK, Json(s)).into_response()),
     }
 }
 
-#[utoipa::path(post, path = "/api/jobs/validate", request_body = JobRequest, responses((status = 200, description = "what the job would produce", body = PlanDescription), (status = 400, description = "bad_json", body = ErrorBody), (status = 401, description = "unauthorized", body = ErrorBody), (status = 409, description = "run_id_conflict", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody), (status = 422, description = "a field the caller can fix", body = ErrorBody), (status = 503, description = "queue_full or shutting_down", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/jobs/validate", request_body = JobRequest, security(("bearer" = [])), responses((status = 200, description = "what the job would produce", body = PlanDescription), (status = 400, description = "bad_json", body = ErrorBody), (status = 401, description = "unauthorized", body = ErrorBody), (status = 413, description = "payload_too_large", body = ErrorBody), (status = 422, description = "a field the caller can fix", body = ErrorBody)))]
 async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = checked_body(body)?;
     Ok(Json(state.jobs.validate(&body).await?).into_response())
@@ -169,7 +243,7 @@ struct ListQuery {
     status: Option<JobState>,
 }
 
-#[utoipa::path(get, path = "/api/jobs", params(("limit" = Option<usize>, Query, description = "at most this many, default 100"), ("status" = Option<JobState>, Query, description = "only jobs in this state")), responses((status = 200, description = "{jobs: [JobStatus]}, newest first"), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/jobs", params(("limit" = Option<usize>, Query, description = "at most this many, default 100"), ("status" = Option<JobState>, Query, description = "only jobs in this state")), security(("bearer" = [])), responses((status = 200, description = "newest first", body = JobList), (status = 401, body = ErrorBody), (status = 422, description = "a bad limit or status", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -184,7 +258,7 @@ async fn list(
         }
     })?;
     let limit = q.limit.unwrap_or(100).min(1000);
-    Ok(Json(serde_json::json!({"jobs": state.jobs.list(limit, q.status)})).into_response())
+    Ok(Json(JobList { jobs: state.jobs.list(limit, q.status) }).into_response())
 }
 
 fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
@@ -192,7 +266,7 @@ fn parse_run_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError(KallaError::at(ErrorCode::InvalidField, "run_id", "run_id must be a UUID")))
 }
 
-#[utoipa::path(get, path = "/api/jobs/{run_id}", params(("run_id" = String, Path, description = "the job's UUID")), responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/jobs/{run_id}", params(("run_id" = String, Path, description = "the job's UUID")), security(("bearer" = [])), responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn status(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_run_id(&run_id)?;
     match state.jobs.status(id) {
@@ -201,12 +275,11 @@ async fn status(State(state): State<AppState>, Path(run_id): Path<String>) -> Re
     }
 }
 
-#[utoipa::path(post, path = "/api/jobs/{run_id}/cancel", params(("run_id" = String, Path, description = "the job's UUID")), responses((status = 202, description = "cancel requested (idempotent)"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/jobs/{run_id}/cancel", params(("run_id" = String, Path, description = "the job's UUID")), security(("bearer" = [])), responses((status = 202, description = "cancel requested (idempotent)", body = CancelRequested), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn cancel(State(state): State<AppState>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_run_id(&run_id)?;
     if state.jobs.cancel(id) {
-        Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"run_id": run_id, "cancel_requested": true})))
-            .into_response())
+        Ok((StatusCode::ACCEPTED, Json(CancelRequested { run_id, cancel_requested: true })).into_response())
     } else {
         Err(not_found(&run_id))
     }
@@ -231,43 +304,45 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// Where a job starting now would run: `cluster` when `--mode cluster`, or `--mode auto` with a
 /// live executor; else `local`.
-fn next_mode(mode: crate::scheduler::ModeArg, executors: usize) -> &'static str {
+fn next_mode(mode: crate::scheduler::ModeArg, executors: usize) -> Mode {
     use crate::scheduler::ModeArg;
     match mode {
-        ModeArg::Cluster => "cluster",
-        ModeArg::Auto if executors > 0 => "cluster",
-        _ => "local",
+        ModeArg::Cluster => Mode::Cluster,
+        ModeArg::Auto if executors > 0 => Mode::Cluster,
+        _ => Mode::Local,
     }
 }
 
 /// The executors registered with the embedded scheduler and alive, and where a job starting now
 /// would run (`mode`).
-#[utoipa::path(get, path = "/api/cluster", responses((status = 200, description = "{mode, executors}")))]
+#[utoipa::path(get, path = "/api/cluster", security(("bearer" = [])), responses((status = 200, body = ClusterView), (status = 401, body = ErrorBody)))]
 async fn cluster(State(state): State<AppState>) -> Response {
-    let executors: Vec<serde_json::Value> = state
+    let executors: Vec<ExecutorView> = state
         .cluster
         .live_executors()
         .await
         .into_iter()
-        .map(|e| {
-            serde_json::json!({
-                "id": e.id, "host": e.host, "flight_port": e.flight_port, "grpc_port": e.grpc_port,
-                "slots": e.slots, "last_heartbeat_secs": e.last_heartbeat_secs,
-                "last_seen": e.last_heartbeat_unix_secs
-                    .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0))
-                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            })
+        .map(|e| ExecutorView {
+            last_seen: e
+                .last_heartbeat_unix_secs
+                .and_then(|t| chrono::DateTime::from_timestamp(i64::try_from(t).ok()?, 0))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            id: e.id,
+            host: e.host,
+            flight_port: e.flight_port,
+            grpc_port: e.grpc_port,
+            slots: e.slots,
+            last_heartbeat_secs: e.last_heartbeat_secs,
         })
         .collect();
     let mode = next_mode(state.mode, executors.len());
-    Json(serde_json::json!({"mode": mode, "executors": executors})).into_response()
+    Json(ClusterView { mode, executors }).into_response()
 }
 
-#[utoipa::path(get, path = "/ready", responses((status = 200, description = "{mode, executors, queued, running}"), (status = 503, description = "draining")))]
+#[utoipa::path(get, path = "/ready", responses((status = 200, body = Readiness), (status = 503, description = "draining", body = Readiness)))]
 async fn ready(State(state): State<AppState>) -> Response {
     let (queued, running, draining) = state.jobs.load();
     let executors = state.cluster.live_executors().await.len();
-    let mode = next_mode(state.mode, executors);
-    let body = serde_json::json!({"mode": mode, "executors": executors, "queued": queued, "running": running});
+    let body = Readiness { mode: next_mode(state.mode, executors), executors, queued, running };
     if draining { (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response() } else { Json(body).into_response() }
 }

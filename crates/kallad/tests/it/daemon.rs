@@ -601,14 +601,37 @@ fn the_openapi_document_describes_the_api_and_its_error_codes() {
         "/api/cluster",
         "/ready",
         "/metrics",
+        "/health",
+        "/api/openapi.json",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().cloned().unwrap_or_default();
-    for c in ["bad_json", "run_id_conflict", "untraceable_key", "daemon_restarted", "not_found"] {
+    for c in ["bad_json", "run_id_conflict", "untraceable_key", "daemon_restarted", "not_found", "method_not_allowed"] {
         assert!(codes.contains(&json!(c)), "{c} missing from {codes:?}");
     }
-    assert!(doc["components"]["schemas"]["JobRequest"]["properties"].get("match_sql").is_some());
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["JobRequest"]["properties"].get("match_sql").is_some());
+    // Every answer has a schema a generated client can use, and the token is declared.
+    let body = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"].clone()
+    };
+    assert_eq!(body("/api/jobs", "post", "202"), json!("#/components/schemas/Accepted"));
+    assert_eq!(body("/api/jobs", "get", "200"), json!("#/components/schemas/JobList"));
+    assert_eq!(body("/api/jobs/{run_id}/cancel", "post", "202"), json!("#/components/schemas/CancelRequested"));
+    assert_eq!(body("/ready", "get", "200"), json!("#/components/schemas/Readiness"));
+    assert_eq!(body("/api/cluster", "get", "200"), json!("#/components/schemas/ClusterView"));
+    for field in ["id", "host", "flight_port", "grpc_port", "slots", "last_seen", "last_heartbeat_secs"] {
+        assert!(schemas["ExecutorView"]["properties"].get(field).is_some(), "{field}");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["paths"]["/api/jobs"]["post"]["security"], json!([{"bearer": []}]));
+    // /validate never answers 409 or 503.
+    let validate = doc["paths"]["/api/jobs/validate"]["post"]["responses"].as_object().unwrap();
+    assert!(!validate.contains_key("409") && !validate.contains_key("503"), "{validate:?}");
+    // The documented bodies are the ones served.
+    let ready = d.get("/ready").1;
+    assert_eq!(ready, json!({"mode": "local", "executors": 0, "queued": 0, "running": 0}));
 }
 
 #[test]
