@@ -370,9 +370,19 @@ impl JobManager {
             }
         }
         let mut planned = planned;
+        // --job-timeout counts from the slot, so waiting for an executor counts too.
+        let timeout = self.config.job_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || {
+            KallaError::new(
+                ErrorCode::Timeout,
+                format!("the job ran longer than its timeout of {}", humantime::format_duration(timeout)),
+            )
+        };
         let runner = tokio::select! {
             r = self.choose_mode(&mut planned) => r,
             _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
+            _ = tokio::time::sleep_until(deadline) => Err(timed_out()),
         };
         let runner = match runner {
             Ok(r) => r,
@@ -390,7 +400,6 @@ impl JobManager {
         self.update(run_id, |s| s.mode = mode);
         tracing::info!(mode = ?mode, "job started");
         let observer = StageObserver { manager: Arc::clone(&self), run_id };
-        let timeout = self.config.job_timeout;
         let reads = Arc::clone(&planned.reads);
         let snapshots = Arc::clone(&planned.snapshots);
         let mut meter = ReadMeter::default();
@@ -402,10 +411,7 @@ impl JobManager {
             },
             never = self.watch_progress(run_id, &reads, runner.as_deref(), &mut meter) => match never {},
             _ = cancel.cancelled() => Err(KallaError::new(ErrorCode::Cancelled, "the job was cancelled")),
-            _ = tokio::time::sleep(timeout) => Err(KallaError::new(
-                ErrorCode::Timeout,
-                format!("the job ran longer than its timeout of {}", humantime::format_duration(timeout)),
-            )),
+            _ = tokio::time::sleep_until(deadline) => Err(timed_out()),
         };
         meter.flush(&reads, &self.metrics);
         // Whatever ended the job, no Postgres backend reading for it outlives it.

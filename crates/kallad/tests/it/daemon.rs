@@ -481,6 +481,20 @@ fn a_job_past_its_timeout_fails_with_timeout() {
     assert!(!d.out.path().join("long/t").exists());
 }
 
+/// --job-timeout bounds the whole job from its slot: waiting for an executor counts too (a job
+/// used to wait the full --cluster-wait whatever its timeout).
+#[test]
+fn waiting_for_an_executor_counts_toward_the_job_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let d = Daemon::start(data.path(), &["--mode", "cluster", "--cluster-wait", "20s", "--job-timeout", "500ms"]);
+    let job = long_job(data.path(), "w");
+    let asked = Instant::now();
+    assert_eq!(d.post("/api/jobs", &job).0, 202);
+    let s = d.wait_final(job["run_id"].as_str().unwrap(), Duration::from_secs(15));
+    assert_eq!((s["status"].as_str(), s["error"]["code"].as_str()), (Some("failed"), Some("timeout")), "{s}");
+    assert!(asked.elapsed() < Duration::from_secs(10), "took {:?}", asked.elapsed());
+}
+
 #[test]
 fn sigterm_drains_fails_queued_jobs_and_exits_zero() {
     let data = tempfile::tempdir().unwrap();
