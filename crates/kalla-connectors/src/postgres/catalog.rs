@@ -1,7 +1,7 @@
 //! What the catalog says about a source: its columns and their types, its kind, its size.
 
 use super::connect::{PgConnection, describe};
-use super::types::{PgType, resolve_scalar};
+use super::types::{PgScalar, PgType, resolve_scalar};
 use super::uri::PgLocation;
 use crate::error::ConnectorError;
 
@@ -55,10 +55,24 @@ const COLUMNS: &str = "WITH cols AS ( \
        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
        WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped) \
      SELECT c.name, t.typname::text, t.typtype::text, t.typcategory::text, c.typmod, \
-            e.typname::text, e.typtype::text \
+            e.typname::text, e.typtype::text, \
+            (SELECT nspname::text FROM pg_namespace WHERE oid = t.typnamespace), \
+            (SELECT nspname::text FROM pg_namespace WHERE oid = e.typnamespace) \
      FROM cols c JOIN pg_type t ON t.oid = c.tid \
      LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
      ORDER BY c.attnum";
+
+/// [`resolve_scalar`] for a type of schema `schema`: the names it maps are pg_catalog's types
+/// (and the citext extension's, wherever it is installed); a user's type that shares such a
+/// name in another schema (`public.date`) is another type, not read as the built-in one.
+fn resolve_in(schema: Option<&str>, name: &str, typtype: &str, typmod: i32) -> Result<PgScalar, String> {
+    match schema {
+        Some("pg_catalog") => resolve_scalar(name, typtype, typmod),
+        _ if typtype == "e" || name == "citext" => resolve_scalar(name, typtype, typmod),
+        Some(other) => Err(format!("type {other}.{name} is not supported")),
+        None => Err(format!("type {name} is not supported")),
+    }
+}
 
 /// Reads the catalog entry of the location's table or view.
 pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Result<PgTableInfo, ConnectorError> {
@@ -97,15 +111,18 @@ pub async fn describe_table(conn: &PgConnection, location: &PgLocation) -> Resul
         let typmod: i32 = r.try_get(4).map_err(failed)?;
         let elem_name: Option<String> = r.try_get(5).map_err(failed)?;
         let elem_type: Option<String> = r.try_get(6).map_err(failed)?;
+        let schema: Option<String> = r.try_get(7).map_err(failed)?;
+        let elem_schema: Option<String> = r.try_get(8).map_err(failed)?;
         let unsupported = |message: String| ConnectorError::PgUnsupportedType {
             column: name.clone(),
             message: format!("{message}; cast it in a view or leave the column out"),
         };
         let pg_type = match (category.as_str(), &elem_name, &elem_type) {
-            ("A", Some(en), Some(et)) => {
-                PgType::Array(resolve_scalar(en, et, typmod).map_err(|m| unsupported(format!("{m} (array of {en})")))?)
-            }
-            _ => PgType::Scalar(resolve_scalar(&typname, &typtype, typmod).map_err(unsupported)?),
+            ("A", Some(en), Some(et)) => PgType::Array(
+                resolve_in(elem_schema.as_deref(), en, et, typmod)
+                    .map_err(|m| unsupported(format!("{m} (array of {en})")))?,
+            ),
+            _ => PgType::Scalar(resolve_in(schema.as_deref(), &typname, &typtype, typmod).map_err(unsupported)?),
         };
         let unconstrained_numeric = typname == "numeric" && typmod < 4 && matches!(pg_type, PgType::Scalar(_));
         columns.push(PgColumn { name, pg_type, type_name: typname, unconstrained_numeric });

@@ -125,6 +125,9 @@ async fn values_that_cannot_be_exact_fail_naming_the_column() {
          CREATE TABLE free (id int, amount numeric); INSERT INTO free VALUES (1, 0.12345678901);
          CREATE TABLE grid (id int, cells int[]); INSERT INTO grid VALUES (1, '{{1,2},{3,4}}');
          CREATE TABLE geo (id int, spot point);
+         CREATE TYPE public.date AS (x int); CREATE TABLE shadow (id int, day public.date);
+         CREATE TABLE shadows (id int, days public.date[]);
+         CREATE EXTENSION citext; CREATE TABLE ci (id int, k citext); INSERT INTO ci VALUES (1, 'Ab');
          CREATE TABLE midnight (id int, at time); INSERT INTO midnight VALUES (1, '24:00:00');",
     );
     for (table, column, needle) in [
@@ -147,6 +150,19 @@ async fn values_that_cannot_be_exact_fail_naming_the_column() {
     let e = open(&pg.uri(&db, "geo"), 1, json!({})).await.err().unwrap();
     assert_eq!(e.code, ErrorCode::UnsupportedSource);
     assert!(e.message.contains("\"spot\"") && e.message.contains("point"), "{}", e.message);
+    // citext is an extension's type, in the schema it was installed in: read as text.
+    let scan = open(&pg.uri(&db, "ci"), 1, json!({})).await.unwrap();
+    assert_eq!(rows(&scan, "SELECT k FROM t").await, vec!["Ab"]);
+    // A user's type named like a built-in one is not read as the built-in one.
+    for (table, column) in [("shadow", "day"), ("shadows", "days")] {
+        let e = open(&pg.uri(&db, table), 1, json!({})).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::UnsupportedSource, "{table}");
+        assert!(
+            e.message.contains(&format!("\"{column}\"")) && e.message.contains("type public.date is not supported"),
+            "{table}: {}",
+            e.message
+        );
+    }
 }
 
 /// A table of `n` rows: id, a text key, an amount with cents, a date.
