@@ -360,33 +360,33 @@ fn column_difference(expected: &[(String, DataType)], got: &[(String, DataType)]
     })
 }
 
-/// Checks that every file of a CSV source with headers names the same columns in the same order
-/// as the first: a scan reads fields by position, so a file with its columns in another order
-/// would put one column's values under another's name.
+/// Checks that every file of a CSV source with headers after the first names the same columns in
+/// the same order as the first (`expected`, its header as inference read it): a scan reads fields
+/// by position, so a file with its columns in another order would put one column's values under
+/// another's name.
 fn check_csv_headers(
-    files: &[FileEntry],
+    first: &str,
+    expected: &Schema,
+    rest: &[FileEntry],
     kind: Kind,
     opts: &CsvOptions,
     shown: &dyn Fn(&FileEntry) -> String,
 ) -> Result<(), ConnectorError> {
-    if !opts.has_header.unwrap_or(true) {
+    if !opts.has_header.unwrap_or(true) || rest.is_empty() {
         return Ok(());
     }
     let format = arrow_format(opts)?;
-    let header = |f: &FileEntry| -> Result<Vec<String>, ConnectorError> {
+    let names = |schema: &Schema| schema.fields().iter().map(|c| c.name().clone()).collect::<Vec<_>>();
+    let expected = names(expected);
+    for f in rest {
         let (schema, _) = format
             .infer_schema(open_maybe_gz(&f.path, kind)?, Some(0))
             .map_err(|e| ConnectorError::Read { path: f.path.display().to_string(), message: e.to_string() })?;
-        Ok(schema.fields().iter().map(|c| c.name().clone()).collect())
-    };
-    let Some((first, rest)) = files.split_first() else { return Ok(()) };
-    let expected = header(first)?;
-    for f in rest {
-        let got = header(f)?;
+        let got = names(&schema);
         if got != expected {
             return Err(ConnectorError::FileMismatch {
                 path: shown(f),
-                first: shown(first),
+                first: first.to_string(),
                 message: format!("its header is {} where the first file's is {}", got.join(","), expected.join(",")),
             });
         }
@@ -478,7 +478,7 @@ pub async fn open_file_source(
         }
         Kind::Csv | Kind::CsvGz => {
             let inferred = infer_csv(first, &shown(first), kind, &source.csv)?;
-            check_csv_headers(&files, kind, &source.csv, &shown)?;
+            check_csv_headers(&shown(first), &inferred, &files[1..], kind, &source.csv, &shown)?;
             let final_schema = Arc::new(apply_overrides(&inferred, &source.schema, false)?);
             // Decimal columns, and numeric columns whose type was inferred, are read as text and
             // converted strictly (`__kalla_decimal`, `__kalla_inferred`). DataFusion 55's CSV scan
