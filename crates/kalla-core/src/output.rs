@@ -205,15 +205,25 @@ impl Drop for TmpDir {
 /// Removes what a run that was interrupted (kallad killed, or exiting while a removal was still
 /// being retried) left of its temporary directory `tmp_dir` (`<output>.tmp-<run_id>`): the
 /// directory and every `….removing-<uuid>` copy of it. A path whose name is not `run_id`'s
-/// temporary directory is left alone (`InvalidInput`). Each removal is tried again for a while, as
-/// in [`TmpDir`]'s drop: an executor may still be finishing a task of the interrupted job.
+/// temporary directory, or that does not lie below `root` (the resolved output root, as
+/// [`resolve_output`] makes the names: the path comes from the journal, a file that could have been
+/// edited), is left alone (`InvalidInput`). Each removal is tried again for a while, as in
+/// [`TmpDir`]'s drop: an executor may still be finishing a task of the interrupted job.
 /// Returns how many directories were removed.
-pub fn remove_run_leftovers(tmp_dir: &Path, run_id: Uuid) -> std::io::Result<usize> {
+pub fn remove_run_leftovers(root: &Path, tmp_dir: &Path, run_id: Uuid) -> std::io::Result<usize> {
     let name = tmp_dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     if !name.ends_with(&format!("{TMP_MARKER}{run_id}")) || name.len() <= TMP_MARKER.len() + 36 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{} is not the temporary directory of run {run_id}", tmp_dir.display()),
+        ));
+    }
+    let below_root = tmp_dir.parent().is_some_and(|parent| lexically_inside(root, parent))
+        && !tmp_dir.components().any(|c| c == std::path::Component::ParentDir);
+    if !below_root {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not below the output root {}", tmp_dir.display(), root.display()),
         ));
     }
     let mut leftovers = vec![tmp_dir.to_path_buf()];
@@ -427,13 +437,14 @@ mod tests {
             std::fs::create_dir_all(d.join(".parts-matched.parquet")).unwrap();
             std::fs::write(d.join(".parts-matched.parquet").join("part-1.parquet"), b"x").unwrap();
         }
-        assert_eq!(remove_run_leftovers(&tmp, id).unwrap(), 2);
+        assert_eq!(remove_run_leftovers(root.path(), &tmp, id).unwrap(), 2);
         assert!(!tmp.exists() && !removing.exists());
         assert!(other_run.is_dir() && output.is_dir());
         // Nothing left: nothing to do.
-        assert_eq!(remove_run_leftovers(&tmp, id).unwrap(), 0);
+        assert_eq!(remove_run_leftovers(root.path(), &tmp, id).unwrap(), 0);
         assert_eq!(
             remove_run_leftovers(
+                root.path(),
                 &root.path().join("gone/res.tmp-x").with_file_name(format!("res{TMP_MARKER}{id}")),
                 id
             )
@@ -442,10 +453,18 @@ mod tests {
         );
         // Only a directory named as the run's temporary directory is removed.
         for wrong in [output.clone(), other_run.clone(), dir.join(format!("{TMP_MARKER}{id}"))] {
-            let e = remove_run_leftovers(&wrong, id).unwrap_err();
+            let e = remove_run_leftovers(root.path(), &wrong, id).unwrap_err();
             assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{wrong:?}");
         }
         assert!(other_run.is_dir() && output.is_dir());
+        // Only below the output root (the journal names the path), without `..`.
+        let srv = Path::new("/srv/out");
+        let named = |dir: &str| Path::new(dir).join(format!("b{TMP_MARKER}{id}"));
+        for outside in [named("/srv/other"), named("/srv/out/../etc"), named("/srv/outside"), named("/srv")] {
+            let e = remove_run_leftovers(srv, &outside, id).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{outside:?}");
+        }
+        assert_eq!(remove_run_leftovers(srv, &named("/srv/out/a"), id).unwrap(), 0);
     }
 
     #[test]

@@ -596,8 +596,6 @@ impl JobManager {
         let count = records.len();
         let mut pending = Vec::new();
         let mut leftovers = Vec::new();
-        // Runs name their temporary directories under the resolved root (`resolve_output`).
-        let root = self.config.output_dir.canonicalize().unwrap_or_else(|_| self.config.output_dir.clone());
         {
             let mut state = self.lock();
             for r in records {
@@ -614,13 +612,8 @@ impl JobManager {
                     tmp_dir: r.tmp_dir,
                     output: None,
                 };
-                // Only a directory under --output-dir: the journal says where, and a journal is a
-                // file that could have been edited.
-                match &job.tmp_dir {
-                    Some(tmp) if inside(&root, tmp) => leftovers.push((run_id, tmp.clone())),
-                    Some(tmp) => tracing::warn!(%run_id, path = %tmp.display(),
-                        "not removing a temporary output directory outside --output-dir"),
-                    None => {}
+                if let Some(tmp) = &job.tmp_dir {
+                    leftovers.push((run_id, tmp.clone()));
                 }
                 if !job.status.status.is_final() {
                     job.status.status = JobState::Failed;
@@ -644,7 +637,9 @@ impl JobManager {
         for (run_id, url, kind, body) in pending {
             self.spawn_final_callback(run_id, url, kind, body);
         }
-        remove_leftovers(leftovers);
+        // Runs name their temporary directories under the resolved root (`resolve_output`).
+        let root = self.config.output_dir.canonicalize().unwrap_or_else(|_| self.config.output_dir.clone());
+        remove_leftovers(root, leftovers);
         Ok(count)
     }
 
@@ -832,13 +827,13 @@ fn record(job: &Job) -> Record {
 /// Removes, in the background, the temporary output directories that runs of an earlier kallad
 /// process left behind (killed while they ran, or exiting while a removal was retried): nothing
 /// else names them, and a run id never runs again.
-fn remove_leftovers(leftovers: Vec<(Uuid, std::path::PathBuf)>) {
+fn remove_leftovers(root: std::path::PathBuf, leftovers: Vec<(Uuid, std::path::PathBuf)>) {
     if leftovers.is_empty() {
         return;
     }
     let sweep = move || {
         for (run_id, tmp) in leftovers {
-            match kalla_core::output::remove_run_leftovers(&tmp, run_id) {
+            match kalla_core::output::remove_run_leftovers(&root, &tmp, run_id) {
                 Ok(0) => {}
                 Ok(removed) => {
                     tracing::info!(%run_id, path = %tmp.display(), removed, "removed an interrupted run's temporary output")
@@ -862,11 +857,6 @@ fn conflict(run_id: Uuid) -> KallaError {
     )
 }
 
-/// Whether `path` lies under `root`, both taken as written (no `..` in `path`).
-fn inside(root: &std::path::Path, path: &std::path::Path) -> bool {
-    path.starts_with(root) && path != root && !path.components().any(|c| c == std::path::Component::ParentDir)
-}
-
 /// The partitions of a cluster job: `--partitions` when given, else the task slots the live
 /// executors reported, at least 1 and at most [`crate::engine_args::MAX_PARALLELISM`] (an executor
 /// reports its own slots when it registers, over gRPC, and a huge number would make every plan
@@ -879,18 +869,6 @@ fn cluster_partitions(given: Option<usize>, slots: impl Iterator<Item = u32>) ->
 
 #[cfg(test)]
 mod tests {
-    /// A journal names each run's temporary directory; only one under --output-dir is removed.
-    #[test]
-    fn only_directories_under_the_output_root_count_as_a_runs_leftovers() {
-        use std::path::Path;
-        let root = Path::new("/srv/out");
-        assert!(super::inside(root, Path::new("/srv/out/a/b.tmp-x")));
-        assert!(!super::inside(root, Path::new("/srv/out")));
-        assert!(!super::inside(root, Path::new("/srv/other/b.tmp-x")));
-        assert!(!super::inside(root, Path::new("/srv/out/../etc/b.tmp-x")));
-        assert!(!super::inside(root, Path::new("/srv/outside/b.tmp-x")));
-    }
-
     #[test]
     fn a_cluster_job_takes_the_executors_slots_within_the_parallelism_bound() {
         use crate::engine_args::MAX_PARALLELISM;
