@@ -299,23 +299,12 @@ impl PlannedJob {
         self.ctx.read_parquet(path.to_string_lossy().to_string(), ParquetReadOptions::default()).await
     }
 
-    /// Checks of one keyed source, each side counted by its own query: the source's keys, the
-    /// matched keys (read back from `matched.parquet`), and the keys of the written unmatched file.
-    /// Every non-NULL key the matched output carries was copied from a row of this source, so the
-    /// balance `total_keys = matched_keys + unmatched_keys` holds exactly when the anti join
-    /// wrote every key the match left.
-    /// `written` writes the unmatched file; the source's and the matched keys' counts do not
-    /// need it and run meanwhile. Returns the rows written and the checks.
-    async fn source_checks(
-        &self,
-        source: &PlannedSource,
-        keys: DataFrame,
-        unmatched_path: &Path,
-        written: impl std::future::Future<Output = Result<u64, DataFusionError>>,
-    ) -> Result<(u64, SourceChecks), DataFusionError> {
+    /// The source's row count, key count, duplicate keys and the rows holding them, in that order.
+    async fn source_key_counts(&self, source: &PlannedSource) -> Result<Vec<i64>, DataFusionError> {
         let key = source.key.clone().unwrap_or_default();
         let n = || col_exact("__kalla_n");
         let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
+        let label = format!("checks of {}: source keys", source.alias);
         let source_stats = source
             .frame
             .clone()
@@ -329,6 +318,45 @@ impl PlannedJob {
                     sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
                 ],
             )?;
+        if !self.counts_keys_in_one_task(source) {
+            return self.collect_i64s(&label, source_stats).await;
+        }
+        let mut state = self.ctx.state();
+        state.config_mut().options_mut().execution.target_partitions = 1;
+        let one_task = SessionContext::new_with_state(state);
+        let plan = self.physical_in(&one_task, source_stats).await?;
+        let stream = self.run_plan(&label, plan, &one_task).await?;
+        one_row_i64s(&label, &datafusion::physical_plan::common::collect(stream).await?)
+    }
+
+    /// Whether a cluster run counts `source`'s keys in one task, started with the match: a keyed
+    /// file source of at most [`crate::session::CLUSTER_SINGLE_TASK_KEY_COUNT_ROWS`] rows. Local
+    /// runs and Postgres sources count them as before, after the match, in the job's partitions.
+    fn counts_keys_in_one_task(&self, source: &PlannedSource) -> bool {
+        self.runner.is_some()
+            && source.trace.is_some()
+            && source.format.is_some()
+            && source.expected_rows.is_some_and(|rows| rows <= crate::session::CLUSTER_SINGLE_TASK_KEY_COUNT_ROWS)
+    }
+
+    /// Checks of one keyed source, each side counted by its own query: the source's keys, the
+    /// matched keys (read back from `matched.parquet`), and the keys of the written unmatched file.
+    /// Every non-NULL key the matched output carries was copied from a row of this source, so the
+    /// balance `total_keys = matched_keys + unmatched_keys` holds exactly when the anti join
+    /// wrote every key the match left.
+    /// `written` writes the unmatched file; the source's and the matched keys' counts do not
+    /// need it and run meanwhile. Returns the rows written and the checks.
+    async fn source_checks(
+        &self,
+        source: &PlannedSource,
+        keys: DataFrame,
+        unmatched_path: &Path,
+        written: impl std::future::Future<Output = Result<u64, DataFusionError>>,
+        early: Option<Vec<i64>>,
+    ) -> Result<(u64, SourceChecks), DataFusionError> {
+        let key = source.key.clone().unwrap_or_default();
+        let n = || col_exact("__kalla_n");
+        let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
         let not_null =
             (0..key.len()).map(|j| col_exact(&key_alias(j)).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
         let matched_stats = keys
@@ -355,11 +383,14 @@ impl PlannedJob {
                 .aggregate(vec![], vec![count(lit(1)).alias("unmatched_keys")])?;
             Ok::<_, DataFusionError>((rows, self.collect_i64s(&labels[2], unmatched_stats).await?))
         };
-        let (s, m, (rows, u)) = futures::try_join!(
-            self.collect_i64s(&labels[0], source_stats),
-            self.collect_i64s(&labels[1], matched_stats),
-            unmatched
-        )?;
+        let source_counts = async {
+            match early {
+                Some(v) => Ok(v),
+                None => self.source_key_counts(source).await,
+            }
+        };
+        let (s, m, (rows, u)) =
+            futures::try_join!(source_counts, self.collect_i64s(&labels[1], matched_stats), unmatched)?;
         let get = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         let (total_keys, matched_keys, unmatched_keys) = (get(&s, 1), get(&m, 0), get(&u, 0));
         let checks = SourceChecks {
@@ -410,6 +441,7 @@ impl PlannedJob {
         dir: &Path,
         matched_path: &Path,
         given: &str,
+        early: Option<Vec<i64>>,
     ) -> Result<SourceResult, KallaError> {
         let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
         let Some(trace) = &source.trace else {
@@ -436,7 +468,7 @@ impl PlannedJob {
             None => self.ctx.clone(),
         };
         let (rows, checks) = self
-            .source_checks(source, key_rows, &path, self.write(&label, anti, &path, &anti_ctx))
+            .source_checks(source, key_rows, &path, self.write(&label, anti, &path, &anti_ctx), early)
             .await
             .map_err(fail)?;
         Ok(SourceResult {
@@ -503,10 +535,16 @@ impl PlannedJob {
         let t = Instant::now();
         let matched_path = tmp.path().join(MATCHED_FILE);
         let match_frame = DataFrame::new(self.ctx.state(), self.match_plan.clone());
-        let matched_rows = match self.write("matching", match_frame, &matched_path, &self.ctx).await {
-            Ok(rows) => rows,
-            Err(e) => return Err(self.explain_read_error(execution_error("matching", e))),
-        };
+        // Key counts that need nothing from the match start with it (cluster runs only).
+        let this = &self;
+        let early_counts = futures::future::try_join_all(self.sources.iter().map(|s| async move {
+            if this.counts_keys_in_one_task(s) { this.source_key_counts(s).await.map(Some) } else { Ok(None) }
+        }));
+        let (matched_rows, mut early) =
+            match futures::try_join!(self.write("matching", match_frame, &matched_path, &self.ctx), early_counts) {
+                Ok(done) => done,
+                Err(e) => return Err(self.explain_read_error(execution_error("matching", e))),
+            };
         timings.insert("matching_ms".into(), t.elapsed().as_millis() as u64);
 
         observer.stage(Stage::WritingResults);
@@ -518,8 +556,9 @@ impl PlannedJob {
         // One source at a time (its anti join and checks run concurrently): fewer large hash
         // tables are alive at once.
         let mut results = Vec::with_capacity(self.sources.len());
-        for source in &self.sources {
-            results.push(self.source_outputs(source, tmp.path(), &matched_path, &given).await?);
+        for (i, source) in self.sources.iter().enumerate() {
+            let counted = early.get_mut(i).and_then(Option::take);
+            results.push(self.source_outputs(source, tmp.path(), &matched_path, &given, counted).await?);
         }
         for (source, r) in self.sources.iter().zip(results) {
             total.insert(source.alias.clone(), r.total);

@@ -6,4 +6,5 @@ mod harness;
 mod postgres;
 mod progress;
 mod refusals;
+mod runner;
 mod scenarios;

@@ -222,7 +222,21 @@ fn assert_same_as_local(what: &str, local: &Daemon, reference: &[Value], c: &Clu
         assert_eq!(s["mode"], "cluster", "{what}: {s}");
         assert_eq!(s["counts"], r["counts"], "{what}: counts of {} vs local {}", s["output_paths"], r["output_paths"]);
         assert_eq!(outputs(cluster, s), outputs(local, r), "{what}: output rows of {}", s["output_paths"]);
+        assert_eq!(
+            checks(cluster, s),
+            checks(local, r),
+            "{what}: the summary's checks of {} vs local {}",
+            s["output_paths"],
+            r["output_paths"]
+        );
     }
+}
+
+/// The `audit.checks` of a finished job's `summary.json`.
+fn checks(d: &Daemon, status: &Value) -> Value {
+    let path = d.out.path().join(status["output_paths"]["summary"].as_str().unwrap());
+    let summary: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    summary["audit"]["checks"].clone()
 }
 
 /// Starts an executor on `flight` and `grpc` (no scheduler is needed: the ports are checked
