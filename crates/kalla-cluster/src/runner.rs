@@ -757,6 +757,88 @@ mod settings_tests {
         assert!(!ballista_broadcasts(&ctx, keyed));
     }
 
+    /// Ids `from..to` in column `name`, one Parquet file.
+    fn ids_parquet(path: &std::path::Path, name: &str, ids: impl Iterator<Item = i64>) {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Int64, false)]));
+        let column: ArrayRef = Arc::new(Int64Array::from_iter_values(ids));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![column]).unwrap();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    /// An anti join against keys in the run's output directory is one Ballista stage, without the
+    /// broadcast stage Ballista cuts for any `CollectLeft` join; when Ballista slices that stage
+    /// into tasks, each task (its plan shipped through the cluster codec) reads every key and only
+    /// its own probe rows, so the tasks' rows together are the anti join's, each exactly once.
+    #[tokio::test]
+    async fn an_anti_join_against_the_runs_keys_is_one_stage_whose_tasks_each_read_every_key() {
+        use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+        use ballista_scheduler::state::task_builder::restrict_plan_to_partitions;
+        use datafusion::physical_plan::joins::PartitionMode;
+        use datafusion::prelude::{ParquetReadOptions, col};
+        use datafusion_proto::bytes::{
+            physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (outputs, rows) = (dir.path().join("r.tmp-run-1"), dir.path().join("rows"));
+        std::fs::create_dir_all(&outputs).unwrap();
+        std::fs::create_dir_all(&rows).unwrap();
+        let keys = outputs.join("matched.parquet");
+        // Matched keys: the even ids. Probe: ids 0..30,000 in three files (three partitions).
+        ids_parquet(&keys, "k", (0..30_000).step_by(2));
+        for f in 0..3 {
+            ids_parquet(&rows.join(format!("part-{f}.parquet")), "id", f * 10_000..(f + 1) * 10_000);
+        }
+        let ctx = kalla_core::session::new_session(3, None).unwrap();
+        apply_cluster_session_settings(&ctx, 3).unwrap();
+        let key_ctx = key_broadcast_session(&ctx).unwrap();
+        let read = |path: &std::path::Path| {
+            key_ctx.read_parquet(path.to_string_lossy().to_string(), ParquetReadOptions::default())
+        };
+        let anti = read(&rows)
+            .await
+            .unwrap()
+            .join_on(read(&keys).await.unwrap(), datafusion::common::JoinType::LeftAnti, vec![col("id").eq(col("k"))])
+            .unwrap();
+        let plan = anti.create_physical_plan().await.unwrap();
+        assert_eq!(hash_join_mode(&plan), Some(PartitionMode::CollectLeft));
+        assert!(ballista_broadcasts(&key_ctx, Arc::clone(&plan)));
+
+        let reads = kalla_core::progress::ReadTracker::new(&[], Vec::new(), Vec::new(), "run-1");
+        let wrapped = kalla_core::keyjoin::build_in_each_task(plan, &reads).unwrap();
+        assert_eq!(hash_join_mode(&wrapped), None, "the join is hidden from Ballista");
+        let state = key_ctx.state();
+        let stages = DefaultDistributedPlanner::new()
+            .plan_query_stages(&ballista_core::JobId::new("t"), wrapped, state.config().options())
+            .unwrap();
+        assert_eq!(stages.len(), 1);
+        let stage: Arc<dyn ExecutionPlan> = Arc::clone(&stages[0]) as Arc<dyn ExecutionPlan>;
+        assert!(!has_broadcast_input(&stage));
+        let input = Arc::clone(stage.children()[0]);
+        assert_eq!(input.properties().output_partitioning().partition_count(), 3);
+
+        let codec = crate::codec::ClusterCodec::default();
+        let mut ids = Vec::new();
+        for task in 0..3 {
+            let sliced = restrict_plan_to_partitions(Arc::clone(&input), &[task]).unwrap();
+            let bytes = physical_plan_to_bytes_with_extension_codec(sliced, &codec).unwrap();
+            let shipped = physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec).unwrap();
+            assert_eq!(shipped.properties().output_partitioning().partition_count(), 1);
+            let batches = datafusion::physical_plan::collect(shipped, ctx.task_ctx()).await.unwrap();
+            for b in batches {
+                let column = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap();
+                ids.extend(column.values().iter().copied());
+            }
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..30_000).step_by(2).collect::<Vec<i64>>());
+    }
+
     #[test]
     fn key_joins_broadcast_up_to_ballistas_default_limit_and_leave_the_job_session_alone() {
         let ctx = kalla_core::session::new_session(2, None).unwrap();

@@ -4,6 +4,7 @@
 //! `KallaPhysicalNode` envelope. Logical: the UDFs and the Postgres table provider (`PgTable`)
 //! inside `KallaLogicalNode`. Both are the prost messages of `proto/kalla.proto`.
 
+use crate::keyjoin::TaskBuildJoinExec;
 use crate::parts::ParquetPartsExec;
 use crate::session::kalla_udfs;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -231,6 +232,62 @@ mod pg_scan {
     }
 }
 
+/// [`TaskBuildJoinExec`] as DataFusion's own encoding of its join, the probe side left out (it
+/// is the node's one input, which the framework encodes and decodes as a child).
+mod task_build_join {
+    use super::proto;
+    use crate::keyjoin::TaskBuildJoinExec;
+    use datafusion::common::{DataFusionError, Result};
+    use datafusion::execution::TaskContext;
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+    use datafusion_proto::physical_plan::{
+        PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+    };
+    use datafusion_proto::protobuf::PhysicalPlanNode;
+    use prost::Message;
+    use std::sync::Arc;
+
+    fn recompute() -> ReplaceChildrenOptions {
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
+    }
+
+    pub(super) fn encode(
+        node: &TaskBuildJoinExec,
+        codec: &dyn PhysicalExtensionCodec,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<proto::TaskBuildJoinNode> {
+        let probe = node
+            .children()
+            .first()
+            .map(|p| p.schema())
+            .ok_or_else(|| DataFusionError::Internal("a TaskBuildJoinExec without its probe side".into()))?;
+        let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(probe));
+        let join =
+            Arc::clone(node.join()).replace_children(vec![Arc::clone(node.build()), placeholder], recompute())?;
+        let join = converter.execution_plan_to_proto(&join, codec)?;
+        Ok(proto::TaskBuildJoinNode { join: join.encode_to_vec() })
+    }
+
+    pub(super) fn decode(
+        node: &proto::TaskBuildJoinNode,
+        probe: Arc<dyn ExecutionPlan>,
+        ctx: &TaskContext,
+        codec: &dyn PhysicalExtensionCodec,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let join = PhysicalPlanNode::decode(node.join.as_slice())
+            .map_err(|e| DataFusionError::Internal(format!("a TaskBuildJoinExec's join does not decode: {e}")))?;
+        let join = converter.proto_to_execution_plan(&join, &PhysicalPlanDecodeContext::new(ctx, codec))?;
+        let build = join.children().first().map(|b| Arc::clone(*b)).ok_or_else(|| {
+            DataFusionError::Internal("a TaskBuildJoinExec's join decoded without its build side".into())
+        })?;
+        let join = join.replace_children(vec![build, probe], recompute())?;
+        Ok(Arc::new(TaskBuildJoinExec::try_new(join)?))
+    }
+}
+
 /// Encodes and decodes the parts of a physical plan that are Kalla's.
 #[derive(Debug, Default, Clone)]
 pub struct KallaPhysicalCodec;
@@ -240,8 +297,8 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
         &self,
         buf: &[u8],
         inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let envelope = proto::KallaPhysicalNode::decode(buf)
             .map_err(|e| DataFusionError::Internal(format!("not a Kalla plan node: {e}")))?;
@@ -251,6 +308,10 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
                 [input] => Ok(Arc::new(ParquetPartsExec::new(Arc::clone(input), node.dir.into()))),
                 _ => internal_err!("a ParquetPartsExec with {} inputs", inputs.len()),
             },
+            Some(proto::kalla_physical_node::Node::TaskBuildJoin(node)) => match inputs {
+                [probe] => task_build_join::decode(&node, Arc::clone(probe), ctx, self, proto_converter),
+                _ => internal_err!("a TaskBuildJoinExec with {} inputs", inputs.len()),
+            },
             None => not_impl_err!("an empty Kalla plan node"),
         }
     }
@@ -259,8 +320,20 @@ impl PhysicalExtensionCodec for KallaPhysicalCodec {
         &self,
         node: Arc<dyn ExecutionPlan>,
         buf: &mut Vec<u8>,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
+        if let Some(join) = node.downcast_ref::<TaskBuildJoinExec>() {
+            let envelope = proto::KallaPhysicalNode {
+                node: Some(proto::kalla_physical_node::Node::TaskBuildJoin(task_build_join::encode(
+                    join,
+                    self,
+                    proto_converter,
+                )?)),
+            };
+            return envelope
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("encoding a TaskBuildJoinExec: {e}")));
+        }
         if let Some(exec) = node.downcast_ref::<DataSourceExec>()
             && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
             && let Some(source) = config.file_source().downcast_ref::<PgSource>()

@@ -17,6 +17,7 @@
 
 pub mod codec;
 pub mod fault;
+pub mod keyjoin;
 pub mod lineage;
 pub mod memory;
 pub mod output;

@@ -193,6 +193,12 @@ impl PlannedJob {
         ctx: &SessionContext,
     ) -> Result<u64, DataFusionError> {
         let plan = self.physical_in(ctx, frame).await?;
+        // On the cluster, an anti join against the keys of this run's outputs reads them in
+        // each task instead of through a broadcast stage (`keyjoin`).
+        let plan = match &self.runner {
+            Some(_) => crate::keyjoin::build_in_each_task(plan, &self.reads)?,
+            None => plan,
+        };
         match &self.runner {
             Some(runner) if runner.writes_parts() && !self.reads.reads_only_outputs(&plan) => {
                 crate::parts::write_parts(runner.as_ref(), label, plan, ctx.clone(), path).await

@@ -9,17 +9,20 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use kalla_core::NoObserver;
+use kalla_core::keyjoin::TaskBuildJoinExec;
 use kalla_core::remote::PlanRunner;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A plan the runner was given: its label, its output partitions, whether it repartitions rows
-/// (on the cluster, a shuffle between stages).
+/// (on the cluster, a shuffle between stages), whether a join in it reads its build side in each
+/// task (`TaskBuildJoinExec`).
 #[derive(Debug, Clone, PartialEq)]
 struct Shipped {
     label: String,
     partitions: usize,
     shuffles: bool,
+    builds_in_task: bool,
 }
 
 /// Records every plan, then runs it here. `matching` is held until `hold_match_for` other plans
@@ -34,6 +37,10 @@ fn shuffles(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.is::<RepartitionExec>() || plan.children().into_iter().any(shuffles)
 }
 
+fn builds_in_task(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<TaskBuildJoinExec>() || plan.children().into_iter().any(builds_in_task)
+}
+
 impl PlanRunner for Recording {
     fn execute(
         &self,
@@ -43,7 +50,12 @@ impl PlanRunner for Recording {
     ) -> BoxFuture<'static, Result<Vec<SendableRecordBatchStream>, DataFusionError>> {
         let partitions = plan.output_partitioning().partition_count();
         let shipped = Arc::clone(&self.shipped);
-        shipped.lock().unwrap().push(Shipped { label: label.clone(), partitions, shuffles: shuffles(&plan) });
+        shipped.lock().unwrap().push(Shipped {
+            label: label.clone(),
+            partitions,
+            shuffles: shuffles(&plan),
+            builds_in_task: builds_in_task(&plan),
+        });
         let wanted = if label == "matching" { self.hold_match_for.clone() } else { Vec::new() };
         Box::pin(async move {
             let arrived = || {
@@ -67,7 +79,7 @@ impl PlanRunner for Recording {
 }
 
 #[tokio::test]
-async fn a_cluster_run_counts_small_file_sources_keys_in_one_task_started_with_the_match() {
+async fn a_cluster_run_counts_small_file_sources_keys_in_one_task_and_reads_matched_keys_in_each_anti_join_task() {
     let f = Fixture::new();
     f.file("invoices.csv", "invoice_id,ref\nI1,A\nI1,B\nI2,C\nI3,D\nI4,E\n");
     f.file("payments.csv", "payment_id,ref\nP1,A\nP2,A\nP3,Z\nP3,Y\nP3,X\n");
@@ -86,11 +98,17 @@ async fn a_cluster_run_counts_small_file_sources_keys_in_one_task_started_with_t
     let shipped = shipped.lock().unwrap().clone();
     for label in counts {
         let plans: Vec<&Shipped> = shipped.iter().filter(|s| s.label == label).collect();
-        assert_eq!(plans, [&Shipped { label: label.into(), partitions: 1, shuffles: false }], "{shipped:?}");
+        let one_task = Shipped { label: label.into(), partitions: 1, shuffles: false, builds_in_task: false };
+        assert_eq!(plans, [&one_task], "{shipped:?}");
     }
-    // The match and the anti joins keep the job's partitions.
+    // The match and the anti joins keep the job's partitions; each anti join reads the matched
+    // keys in every task.
     let matching = shipped.iter().find(|s| s.label == "matching").unwrap();
-    assert_eq!((matching.partitions, matching.shuffles), (3, true));
+    assert_eq!((matching.partitions, matching.shuffles, matching.builds_in_task), (3, true, false));
+    for alias in ["invoices", "payments"] {
+        let anti = shipped.iter().find(|s| s.label == format!("unmatched rows of {alias}")).unwrap();
+        assert_eq!((anti.partitions, anti.builds_in_task), (3, true), "{anti:?}");
+    }
     assert_eq!(outcome.counts, local.counts);
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(f.out.path().join(&outcome.output_paths.summary)).unwrap()).unwrap();
