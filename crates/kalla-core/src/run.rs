@@ -324,25 +324,24 @@ impl PlannedJob {
                     sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
                 ],
             )?;
-        if !self.counts_keys_in_one_task(source) {
+        if !self.in_one_task(source) {
             return self.collect_i64s(&label, source_stats).await;
         }
-        let mut state = self.ctx.state();
-        state.config_mut().options_mut().execution.target_partitions = 1;
-        let one_task = SessionContext::new_with_state(state);
+        let one_task = one_task(&self.ctx);
         let plan = self.physical_in(&one_task, source_stats).await?;
         let stream = self.run_plan(&label, plan, &one_task).await?;
         one_row_i64s(&label, &datafusion::physical_plan::common::collect(stream).await?)
     }
 
-    /// Whether a cluster run counts `source`'s keys in one task, started with the match: a keyed
-    /// file source of at most [`crate::session::CLUSTER_SINGLE_TASK_KEY_COUNT_ROWS`] rows. Local
-    /// runs and Postgres sources count them as before, after the match, in the job's partitions.
-    fn counts_keys_in_one_task(&self, source: &PlannedSource) -> bool {
+    /// Whether a cluster run reads `source` in one task per plan: a keyed file source of at most
+    /// [`crate::session::CLUSTER_ONE_TASK_SOURCE_ROWS`] rows. Its key count then needs no shuffle
+    /// and starts with the match; its anti join builds the matched keys once, not once per task.
+    /// Local runs, Postgres sources and larger sources are split into the job's partitions.
+    fn in_one_task(&self, source: &PlannedSource) -> bool {
         self.runner.is_some()
             && source.trace.is_some()
             && source.format.is_some()
-            && source.expected_rows.is_some_and(|rows| rows <= crate::session::CLUSTER_SINGLE_TASK_KEY_COUNT_ROWS)
+            && source.expected_rows.is_some_and(|rows| rows <= crate::session::CLUSTER_ONE_TASK_SOURCE_ROWS)
     }
 
     /// Checks of one keyed source, each side counted by its own query: the source's keys, the
@@ -473,6 +472,7 @@ impl PlannedJob {
             Some(runner) => runner.key_join_session(&self.ctx).map_err(fail)?,
             None => self.ctx.clone(),
         };
+        let anti_ctx = if self.in_one_task(source) { one_task(&anti_ctx) } else { anti_ctx };
         let (rows, checks) = self
             .source_checks(source, key_rows, &path, self.write(&label, anti, &path, &anti_ctx), early)
             .await
@@ -544,7 +544,7 @@ impl PlannedJob {
         // Key counts that need nothing from the match start with it (cluster runs only).
         let this = &self;
         let early_counts = futures::future::try_join_all(self.sources.iter().map(|s| async move {
-            if this.counts_keys_in_one_task(s) { this.source_key_counts(s).await.map(Some) } else { Ok(None) }
+            if this.in_one_task(s) { this.source_key_counts(s).await.map(Some) } else { Ok(None) }
         }));
         let (matched_rows, mut early) =
             match futures::try_join!(self.write("matching", match_frame, &matched_path, &self.ctx), early_counts) {
@@ -560,12 +560,23 @@ impl PlannedJob {
         let mut unmatched_paths = BTreeMap::new();
         let mut checks = BTreeMap::new();
         // One source at a time (its anti join and checks run concurrently): fewer large hash
-        // tables are alive at once.
-        let mut results = Vec::with_capacity(self.sources.len());
+        // tables are alive at once. On the cluster, sources read in one task each run together,
+        // so that each keeps its own executor busy.
+        let together = self.runner.is_some() && self.sources.iter().all(|s| s.trace.is_none() || self.in_one_task(s));
+        let mut outputs = Vec::with_capacity(self.sources.len());
         for (i, source) in self.sources.iter().enumerate() {
             let counted = early.get_mut(i).and_then(Option::take);
-            results.push(self.source_outputs(source, tmp.path(), &matched_path, &given, counted).await?);
+            outputs.push(self.source_outputs(source, tmp.path(), &matched_path, &given, counted));
         }
+        let results = if together {
+            futures::future::try_join_all(outputs).await?
+        } else {
+            let mut results = Vec::with_capacity(outputs.len());
+            for output in outputs {
+                results.push(output.await?);
+            }
+            results
+        };
         for (source, r) in self.sources.iter().zip(results) {
             total.insert(source.alias.clone(), r.total);
             unmatched.insert(source.alias.clone(), r.unmatched);
@@ -642,6 +653,13 @@ impl PlannedJob {
 /// The one row a query of counts without GROUP BY returns, as i64s (NULL as 0), wherever among
 /// the batches it comes; any other number of rows is an error rather than counts read from
 /// nowhere.
+/// `ctx` planning one partition: a plan of it runs as one task on the cluster.
+fn one_task(ctx: &SessionContext) -> SessionContext {
+    let mut state = ctx.state();
+    state.config_mut().options_mut().execution.target_partitions = 1;
+    SessionContext::new_with_state(state)
+}
+
 fn one_row_i64s(label: &str, batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<i64>, DataFusionError> {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::DataType;

@@ -51,14 +51,18 @@ pub const CLUSTER_BROADCAST_BYTES: usize = 32 * 1024 * 1024;
 /// writing the results 9.0–9.7 s; broadcast, 5.7–5.8 s.
 pub const CLUSTER_KEY_BROADCAST_BYTES: usize = 128 * 1024 * 1024;
 
-/// A cluster job counts a file source's keys in one task, started with the match, when the source
-/// has at most this many rows (by its files' metadata). Split over tasks, the count must shuffle
-/// every key to the task that owns it (a second stage); one task reads the key column where it
-/// lies and needs no shuffle. Started with the match, it fills the executors' idle slots
-/// between the match's stages. Measured at 2M rows (docs/benchmarks.md, "Cluster at 2M: session
-/// 11"). Past a few million keys the one hash table outgrows the caches and one task's memory,
-/// and the count is split again.
-pub const CLUSTER_SINGLE_TASK_KEY_COUNT_ROWS: u64 = 4_000_000;
+/// A cluster job reads a keyed file source in one task per plan when it has at most this many
+/// rows (by its files' metadata), and handles such sources side by side:
+/// - its key count runs in one task, started with the match: split over tasks it would shuffle
+///   every key to the task that owns it; in one task it needs no shuffle, and it fills the
+///   executors' idle slots between the match's stages;
+/// - its anti join runs in one task, which builds the matched keys once rather than once per
+///   task, while the other source's runs on another executor.
+///
+/// Measured at 2M rows (docs/benchmarks.md, "Cluster at 2M: session 11"). Past a few million
+/// rows one task's hash tables outgrow the caches and one task takes too long, and the source
+/// is split over the job's partitions again.
+pub const CLUSTER_ONE_TASK_SOURCE_ROWS: u64 = 4_000_000;
 
 /// Settings a plan needs before it is planned for Ballista (the ones Ballista's own client
 /// applies): no round-robin repartitioning (a task runs a slice of a stage), no dynamic filters

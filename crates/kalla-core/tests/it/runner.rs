@@ -25,12 +25,12 @@ struct Shipped {
     builds_in_task: bool,
 }
 
-/// Records every plan, then runs it here. `matching` is held until `hold_match_for` other plans
-/// arrived (or fails after a while), so a test can tell what was started while the match ran.
+/// Records every plan, then runs it here. A plan named in `hold` is held until the plans listed
+/// with it arrived (or fails after a while), so a test can tell what was started while it ran.
 #[derive(Debug)]
 struct Recording {
     shipped: Arc<Mutex<Vec<Shipped>>>,
-    hold_match_for: Vec<String>,
+    hold: Vec<(String, Vec<String>)>,
 }
 
 fn shuffles(plan: &Arc<dyn ExecutionPlan>) -> bool {
@@ -56,7 +56,7 @@ impl PlanRunner for Recording {
             shuffles: shuffles(&plan),
             builds_in_task: builds_in_task(&plan),
         });
-        let wanted = if label == "matching" { self.hold_match_for.clone() } else { Vec::new() };
+        let wanted = self.hold.iter().find(|(held, _)| *held == label).map(|(_, w)| w.clone()).unwrap_or_default();
         Box::pin(async move {
             let arrived = || {
                 let seen = shipped.lock().unwrap();
@@ -65,7 +65,7 @@ impl PlanRunner for Recording {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while !arrived() {
                 if tokio::time::Instant::now() > deadline {
-                    return Err(DataFusionError::Execution(format!("{wanted:?} did not start while the match ran")));
+                    return Err(DataFusionError::Execution(format!("{wanted:?} did not start while {label} ran")));
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -79,7 +79,8 @@ impl PlanRunner for Recording {
 }
 
 #[tokio::test]
-async fn a_cluster_run_counts_small_file_sources_keys_in_one_task_and_reads_matched_keys_in_each_anti_join_task() {
+async fn a_cluster_run_reads_each_small_file_source_in_one_task_per_plan_the_key_counts_with_the_match_the_anti_joins_together()
+ {
     let f = Fixture::new();
     f.file("invoices.csv", "invoice_id,ref\nI1,A\nI1,B\nI2,C\nI3,D\nI4,E\n");
     f.file("payments.csv", "payment_id,ref\nP1,A\nP2,A\nP3,Z\nP3,Y\nP3,X\n");
@@ -91,9 +92,12 @@ async fn a_cluster_run_counts_small_file_sources_keys_in_one_task_and_reads_matc
 
     let mut planned = f.plan(job(sql, sources), 3).await.unwrap();
     let shipped = Arc::new(Mutex::new(Vec::new()));
-    let hold_match_for = counts.iter().map(|c| c.to_string()).collect();
-    planned.runner = Some(Arc::new(Recording { shipped: Arc::clone(&shipped), hold_match_for }));
-    let outcome = planned.run(&NoObserver).await.expect("the key counts must start while the match runs");
+    let hold = vec![
+        ("matching".to_string(), counts.iter().map(|c| c.to_string()).collect()),
+        ("unmatched rows of invoices".to_string(), vec!["unmatched rows of payments".to_string()]),
+    ];
+    planned.runner = Some(Arc::new(Recording { shipped: Arc::clone(&shipped), hold }));
+    let outcome = planned.run(&NoObserver).await.expect("the key counts start with the match, the anti joins together");
 
     let shipped = shipped.lock().unwrap().clone();
     for label in counts {
@@ -101,13 +105,12 @@ async fn a_cluster_run_counts_small_file_sources_keys_in_one_task_and_reads_matc
         let one_task = Shipped { label: label.into(), partitions: 1, shuffles: false, builds_in_task: false };
         assert_eq!(plans, [&one_task], "{shipped:?}");
     }
-    // The match and the anti joins keep the job's partitions; each anti join reads the matched
-    // keys in every task.
+    // The match keeps the job's partitions; each anti join is one task, without a shuffle.
     let matching = shipped.iter().find(|s| s.label == "matching").unwrap();
     assert_eq!((matching.partitions, matching.shuffles, matching.builds_in_task), (3, true, false));
     for alias in ["invoices", "payments"] {
         let anti = shipped.iter().find(|s| s.label == format!("unmatched rows of {alias}")).unwrap();
-        assert_eq!((anti.partitions, anti.builds_in_task), (3, true), "{anti:?}");
+        assert_eq!((anti.partitions, anti.shuffles), (1, false), "{anti:?}");
     }
     assert_eq!(outcome.counts, local.counts);
     let summary: serde_json::Value =
