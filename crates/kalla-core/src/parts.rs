@@ -177,6 +177,7 @@ pub async fn write_parts(
     for partition in runner.execute(label.to_string(), parts_plan, ctx).await? {
         reports.push(datafusion::physical_plan::common::collect(partition).await?);
     }
+    let joining = std::time::Instant::now();
     let parts = reported_parts(&reports, &dir, label)?;
     let expected: u64 = parts.iter().map(|(_, rows)| rows).sum();
     let files: Vec<PathBuf> = parts.into_iter().map(|(p, _)| p).collect();
@@ -195,6 +196,7 @@ pub async fn write_parts(
         )));
     }
     std::fs::remove_dir_all(&dir)?;
+    tracing::debug!(plan = %label, rows, ms = joining.elapsed().as_millis() as u64, "parts joined");
     Ok(rows)
 }
 

@@ -449,6 +449,7 @@ impl PlannedJob {
         early: Option<Vec<i64>>,
     ) -> Result<SourceResult, KallaError> {
         let fail = |e| execution_error(&format!("unmatched rows of {}", source.alias), e);
+        tracing::debug!(source = %source.alias, "planning the unmatched rows and checks");
         let Some(trace) = &source.trace else {
             let rows = self
                 .collect_i64s(
