@@ -266,7 +266,11 @@ mod task_build_join {
         let placeholder: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(probe));
         let join =
             Arc::clone(node.join()).replace_children(vec![Arc::clone(node.build()), placeholder], recompute())?;
-        let join = converter.execution_plan_to_proto(&join, codec)?;
+        // An error inside is this node's: not `NotImplemented`, which would send the node to
+        // another codec and hide the cause.
+        let join = converter
+            .execution_plan_to_proto(&join, codec)
+            .map_err(|e| DataFusionError::Internal(format!("encoding a TaskBuildJoinExec's join: {e}")))?;
         Ok(proto::TaskBuildJoinNode { join: join.encode_to_vec() })
     }
 

@@ -89,9 +89,13 @@ impl ExecutionPlan for TaskBuildJoinExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
+        self.join.apply_expressions(f)
+    }
+
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(TaskBuildJoinExec::try_new(Arc::clone(&self.join).reset_state()?)?))
     }
 
     fn replace_children(
@@ -141,6 +145,11 @@ pub fn build_in_each_task(plan: Arc<dyn ExecutionPlan>, reads: &ReadTracker) -> 
         return Ok(plan);
     }
     plan.replace_children(rebuilt, recompute())
+}
+
+/// Whether `plan` has a [`TaskBuildJoinExec`] anywhere.
+pub fn builds_in_each_task(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<TaskBuildJoinExec>() || plan.children().into_iter().any(builds_in_each_task)
 }
 
 fn recompute() -> ReplaceChildrenOptions {

@@ -192,13 +192,32 @@ impl PlannedJob {
         path: &Path,
         ctx: &SessionContext,
     ) -> Result<u64, DataFusionError> {
+        let plan = self.output_plan(ctx, frame).await?;
+        self.write_plan(label, plan, path, ctx).await
+    }
+
+    /// The physical plan of an output. On the cluster, an anti join against the keys of this
+    /// run's outputs reads them in each task instead of through a broadcast stage (`keyjoin`).
+    async fn output_plan(
+        &self,
+        ctx: &SessionContext,
+        frame: DataFrame,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         let plan = self.physical_in(ctx, frame).await?;
-        // On the cluster, an anti join against the keys of this run's outputs reads them in
-        // each task instead of through a broadcast stage (`keyjoin`).
-        let plan = match &self.runner {
-            Some(_) => crate::keyjoin::build_in_each_task(plan, &self.reads)?,
-            None => plan,
-        };
+        match &self.runner {
+            Some(_) => crate::keyjoin::build_in_each_task(plan, &self.reads),
+            None => Ok(plan),
+        }
+    }
+
+    /// [`Self::write`] of a plan [`Self::output_plan`] made in `ctx`.
+    async fn write_plan(
+        &self,
+        label: &str,
+        plan: Arc<dyn ExecutionPlan>,
+        path: &Path,
+        ctx: &SessionContext,
+    ) -> Result<u64, DataFusionError> {
         match &self.runner {
             Some(runner) if runner.writes_parts() && !self.reads.reads_only_outputs(&plan) => {
                 crate::parts::write_parts(runner.as_ref(), label, plan, ctx.clone(), path).await
@@ -473,11 +492,22 @@ impl PlannedJob {
             Some(runner) => runner.key_join_session(&self.ctx).map_err(fail)?,
             None => self.ctx.clone(),
         };
-        let anti_ctx = if self.in_one_task(source) { one_task(&anti_ctx) } else { anti_ctx };
-        let (rows, checks) = self
-            .source_checks(source, key_rows, &path, self.write(&label, anti, &path, &anti_ctx), early)
-            .await
-            .map_err(fail)?;
+        let written = async {
+            // In one task only as a join that reads the matched keys in that task: planned at one
+            // partition without statistics to put the keys on the build side (a CSV source, keys
+            // unnested from lists), DataFusion collects the source instead, which Ballista would
+            // shuffle into the one task; such a join keeps the job's partitions.
+            if self.in_one_task(source) {
+                let one = one_task(&anti_ctx);
+                let plan = self.output_plan(&one, anti.clone()).await?;
+                if crate::keyjoin::builds_in_each_task(&plan) {
+                    return self.write_plan(&label, plan, &path, &one).await;
+                }
+            }
+            let plan = self.output_plan(&anti_ctx, anti).await?;
+            self.write_plan(&label, plan, &path, &anti_ctx).await
+        };
+        let (rows, checks) = self.source_checks(source, key_rows, &path, written, early).await.map_err(fail)?;
         Ok(SourceResult {
             total: checks.total_rows,
             unmatched: Some(rows),
@@ -545,13 +575,20 @@ impl PlannedJob {
         // Key counts that need nothing from the match start with it (cluster runs only).
         let this = &self;
         let early_counts = futures::future::try_join_all(self.sources.iter().map(|s| async move {
-            if this.in_one_task(s) { this.source_key_counts(s).await.map(Some) } else { Ok(None) }
+            if !this.in_one_task(s) {
+                return Ok(None);
+            }
+            let counts = this.source_key_counts(s).await;
+            counts.map(Some).map_err(|e| execution_error(&format!("unmatched rows of {}", s.alias), e))
         }));
-        let (matched_rows, mut early) =
-            match futures::try_join!(self.write("matching", match_frame, &matched_path, &self.ctx), early_counts) {
-                Ok(done) => done,
-                Err(e) => return Err(self.explain_read_error(execution_error("matching", e))),
-            };
+        let matching = async {
+            let written = self.write("matching", match_frame, &matched_path, &self.ctx).await;
+            written.map_err(|e| execution_error("matching", e))
+        };
+        let (matched_rows, mut early) = match futures::try_join!(matching, early_counts) {
+            Ok(done) => done,
+            Err(e) => return Err(self.explain_read_error(e)),
+        };
         timings.insert("matching_ms".into(), t.elapsed().as_millis() as u64);
 
         observer.stage(Stage::WritingResults);
@@ -651,9 +688,6 @@ impl PlannedJob {
     }
 }
 
-/// The one row a query of counts without GROUP BY returns, as i64s (NULL as 0), wherever among
-/// the batches it comes; any other number of rows is an error rather than counts read from
-/// nowhere.
 /// `ctx` planning one partition: a plan of it runs as one task on the cluster.
 fn one_task(ctx: &SessionContext) -> SessionContext {
     let mut state = ctx.state();
@@ -661,6 +695,9 @@ fn one_task(ctx: &SessionContext) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
+/// The one row a query of counts without GROUP BY returns, as i64s (NULL as 0), wherever among
+/// the batches it comes; any other number of rows is an error rather than counts read from
+/// nowhere.
 fn one_row_i64s(label: &str, batches: &[datafusion::arrow::array::RecordBatch]) -> Result<Vec<i64>, DataFusionError> {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::DataType;

@@ -2,6 +2,8 @@
 //! records each plan and runs it in this process.
 
 use crate::harness::{Fixture, csv_sources, job};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -11,6 +13,7 @@ use futures::future::BoxFuture;
 use kalla_core::NoObserver;
 use kalla_core::keyjoin::TaskBuildJoinExec;
 use kalla_core::remote::PlanRunner;
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,40 +81,32 @@ impl PlanRunner for Recording {
     }
 }
 
-#[tokio::test]
-async fn a_cluster_run_reads_each_small_file_source_in_one_task_per_plan_the_key_counts_with_the_match_the_anti_joins_together()
- {
-    let f = Fixture::new();
-    f.file("invoices.csv", "invoice_id,ref\nI1,A\nI1,B\nI2,C\nI3,D\nI4,E\n");
-    f.file("payments.csv", "payment_id,ref\nP1,A\nP2,A\nP3,Z\nP3,Y\nP3,X\n");
-    let sql = "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref";
-    let sources = csv_sources(&["invoice_id"], &["payment_id"]);
-    let counts = ["checks of invoices: source keys", "checks of payments: source keys"];
+/// Two columns of strings as a Parquet batch: `key`, `ref`.
+fn pairs(key: &str, rows: &[(&str, &str)]) -> RecordBatch {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new(key, DataType::Utf8, false), Field::new("ref", DataType::Utf8, false)]));
+    let keys: ArrayRef = Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()));
+    let refs: ArrayRef = Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>()));
+    RecordBatch::try_new(schema, vec![keys, refs]).unwrap()
+}
 
-    let local = f.run_once(job(sql, sources.clone()), false, 3).await.unwrap();
+const SQL: &str = "SELECT i.invoice_id, p.payment_id FROM invoices i JOIN payments p ON i.ref = p.ref";
+const INVOICES: [(&str, &str); 5] = [("I1", "A"), ("I1", "B"), ("I2", "C"), ("I3", "D"), ("I4", "E")];
+const PAYMENTS: [(&str, &str); 5] = [("P1", "A"), ("P2", "A"), ("P3", "Z"), ("P3", "Y"), ("P3", "X")];
 
-    let mut planned = f.plan(job(sql, sources), 3).await.unwrap();
+/// Runs `sources` once locally and once through a [`Recording`] runner holding the match until
+/// both key counts arrived and the invoices' anti join until the payments' one did; asserts the
+/// same counts and checks, and returns what was shipped.
+async fn shipped_by_a_cluster_run(f: &Fixture, sources: serde_json::Value) -> Vec<Shipped> {
+    let local = f.run_once(job(SQL, sources.clone()), false, 3).await.unwrap();
+    let mut planned = f.plan(job(SQL, sources), 3).await.unwrap();
     let shipped = Arc::new(Mutex::new(Vec::new()));
     let hold = vec![
-        ("matching".to_string(), counts.iter().map(|c| c.to_string()).collect()),
+        ("matching".to_string(), COUNTS.iter().map(|c| c.to_string()).collect()),
         ("unmatched rows of invoices".to_string(), vec!["unmatched rows of payments".to_string()]),
     ];
     planned.runner = Some(Arc::new(Recording { shipped: Arc::clone(&shipped), hold }));
     let outcome = planned.run(&NoObserver).await.expect("the key counts start with the match, the anti joins together");
-
-    let shipped = shipped.lock().unwrap().clone();
-    for label in counts {
-        let plans: Vec<&Shipped> = shipped.iter().filter(|s| s.label == label).collect();
-        let one_task = Shipped { label: label.into(), partitions: 1, shuffles: false, builds_in_task: false };
-        assert_eq!(plans, [&one_task], "{shipped:?}");
-    }
-    // The match keeps the job's partitions; each anti join is one task, without a shuffle.
-    let matching = shipped.iter().find(|s| s.label == "matching").unwrap();
-    assert_eq!((matching.partitions, matching.shuffles, matching.builds_in_task), (3, true, false));
-    for alias in ["invoices", "payments"] {
-        let anti = shipped.iter().find(|s| s.label == format!("unmatched rows of {alias}")).unwrap();
-        assert_eq!((anti.partitions, anti.shuffles), (1, false), "{anti:?}");
-    }
     assert_eq!(outcome.counts, local.counts);
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(f.out.path().join(&outcome.output_paths.summary)).unwrap()).unwrap();
@@ -123,4 +118,57 @@ async fn a_cluster_run_reads_each_small_file_source_in_one_task_per_plan_the_key
         (&pay["total_rows"], &pay["duplicate_keys"], &pay["duplicate_key_rows"]),
         (&5.into(), &1.into(), &3.into())
     );
+    let shipped = shipped.lock().unwrap().clone();
+    for label in COUNTS {
+        let plans: Vec<&Shipped> = shipped.iter().filter(|s| s.label == label).collect();
+        let one_task = Shipped { label: label.into(), partitions: 1, shuffles: false, builds_in_task: false };
+        assert_eq!(plans, [&one_task], "{shipped:?}");
+    }
+    // The match is planned as ever (its join reads sources, never only the run's outputs).
+    let matching = shipped.iter().find(|s| s.label == "matching").unwrap();
+    assert!(!matching.builds_in_task, "{matching:?}");
+    shipped
+}
+
+const COUNTS: [&str; 2] = ["checks of invoices: source keys", "checks of payments: source keys"];
+
+fn anti_joins(shipped: &[Shipped]) -> Vec<(usize, bool, bool)> {
+    ["invoices", "payments"]
+        .iter()
+        .map(|alias| {
+            let anti = shipped.iter().find(|s| s.label == format!("unmatched rows of {alias}")).unwrap();
+            (anti.partitions, anti.shuffles, anti.builds_in_task)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cluster_run_reads_each_small_file_source_in_one_task_per_plan_the_key_counts_with_the_match_the_anti_joins_together()
+ {
+    let f = Fixture::new();
+    f.parquet("invoices.parquet", &pairs("invoice_id", &INVOICES));
+    f.parquet("payments.parquet", &pairs("payment_id", &PAYMENTS));
+    let sources = json!([
+        {"alias": "invoices", "uri": "invoices.parquet", "primary_key": ["invoice_id"]},
+        {"alias": "payments", "uri": "payments.parquet", "primary_key": ["payment_id"]}
+    ]);
+    let shipped = shipped_by_a_cluster_run(&f, sources).await;
+    // Each anti join is one task that reads the matched keys itself, without a shuffle.
+    assert_eq!(anti_joins(&shipped), [(1, false, true), (1, false, true)], "{shipped:?}");
+}
+
+#[tokio::test]
+async fn an_anti_join_that_cannot_read_the_matched_keys_in_its_task_keeps_the_jobs_partitions() {
+    // CSV files carry no row counts, so at one partition DataFusion would collect the source on
+    // the build side, which Ballista shuffles into the one task: the job's partitions are kept.
+    let f = Fixture::new();
+    let csv = |key: &str, rows: &[(&str, &str)]| {
+        std::iter::once(format!("{key},ref\n"))
+            .chain(rows.iter().map(|(k, r)| format!("{k},{r}\n")))
+            .collect::<String>()
+    };
+    f.file("invoices.csv", &csv("invoice_id", &INVOICES));
+    f.file("payments.csv", &csv("payment_id", &PAYMENTS));
+    let shipped = shipped_by_a_cluster_run(&f, csv_sources(&["invoice_id"], &["payment_id"])).await;
+    assert!(anti_joins(&shipped).iter().all(|(partitions, _, _)| *partitions == 3), "{shipped:?}");
 }
