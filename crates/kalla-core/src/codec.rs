@@ -236,22 +236,17 @@ mod pg_scan {
 /// is the node's one input, which the framework encodes and decodes as a child).
 mod task_build_join {
     use super::proto;
-    use crate::keyjoin::TaskBuildJoinExec;
+    use crate::keyjoin::{TaskBuildJoinExec, recompute};
     use datafusion::common::{DataFusionError, Result};
     use datafusion::execution::TaskContext;
     use datafusion::physical_plan::ExecutionPlan;
     use datafusion::physical_plan::empty::EmptyExec;
-    use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
     use datafusion_proto::physical_plan::{
         PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
     };
     use datafusion_proto::protobuf::PhysicalPlanNode;
     use prost::Message;
     use std::sync::Arc;
-
-    fn recompute() -> ReplaceChildrenOptions {
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
-    }
 
     pub(super) fn encode(
         node: &TaskBuildJoinExec,

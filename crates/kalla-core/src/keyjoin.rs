@@ -130,7 +130,6 @@ impl ExecutionPlan for TaskBuildJoinExec {
 /// `plan` with every `CollectLeft` right anti join whose build side reads only the run's outputs
 /// (by `reads`) wrapped in a [`TaskBuildJoinExec`]; any other node as it was.
 pub fn build_in_each_task(plan: Arc<dyn ExecutionPlan>, reads: &ReadTracker) -> Result<Arc<dyn ExecutionPlan>> {
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     if let Some(join) = plan.downcast_ref::<HashJoinExec>()
         && *join.partition_mode() == PartitionMode::CollectLeft
         && *join.join_type() == JoinType::RightAnti
@@ -140,6 +139,7 @@ pub fn build_in_each_task(plan: Arc<dyn ExecutionPlan>, reads: &ReadTracker) -> 
         let join = Arc::clone(&plan).replace_children(vec![Arc::clone(join.left()), probe], recompute())?;
         return Ok(Arc::new(TaskBuildJoinExec::try_new(join)?));
     }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     let rebuilt = children.iter().map(|c| build_in_each_task(Arc::clone(c), reads)).collect::<Result<Vec<_>>>()?;
     if rebuilt.iter().zip(&children).all(|(new, old)| Arc::ptr_eq(new, old)) {
         return Ok(plan);
@@ -152,6 +152,7 @@ pub fn builds_in_each_task(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.is::<TaskBuildJoinExec>() || plan.children().into_iter().any(builds_in_each_task)
 }
 
-fn recompute() -> ReplaceChildrenOptions {
+/// Options that rebuild a node's properties from its new children.
+pub(crate) fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }

@@ -327,8 +327,6 @@ impl PlannedJob {
     /// The source's row count, key count, duplicate keys and the rows holding them, in that order.
     async fn source_key_counts(&self, source: &PlannedSource) -> Result<Vec<i64>, DataFusionError> {
         let key = source.key.clone().unwrap_or_default();
-        let n = || col_exact("__kalla_n");
-        let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
         let label = format!("checks of {}: source keys", source.alias);
         let source_stats = source
             .frame
@@ -337,10 +335,10 @@ impl PlannedJob {
             .aggregate(
                 vec![],
                 vec![
-                    sum(n()).alias("total_rows"),
+                    sum(per_key_rows()).alias("total_rows"),
                     count(lit(1)).alias("total_keys"),
-                    sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("duplicate_keys"),
-                    sum(flag(n().gt(lit(1i64)), n())?).alias("duplicate_key_rows"),
+                    sum(when_true(per_key_rows().gt(lit(1i64)), lit(1i64))?).alias("duplicate_keys"),
+                    sum(when_true(per_key_rows().gt(lit(1i64)), per_key_rows())?).alias("duplicate_key_rows"),
                 ],
             )?;
         if !self.in_one_task(source) {
@@ -379,8 +377,6 @@ impl PlannedJob {
         early: Option<Vec<i64>>,
     ) -> Result<(u64, SourceChecks), DataFusionError> {
         let key = source.key.clone().unwrap_or_default();
-        let n = || col_exact("__kalla_n");
-        let flag = |cond: Expr, then: Expr| case(cond).when(lit(true), then).otherwise(lit(0i64));
         let not_null =
             (0..key.len()).map(|j| col_exact(&key_alias(j)).is_not_null()).reduce(Expr::and).unwrap_or(lit(true));
         let matched_stats = keys
@@ -393,7 +389,7 @@ impl PlannedJob {
                 vec![],
                 vec![
                     count(lit(1)).alias("matched_keys"),
-                    sum(flag(n().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys"),
+                    sum(when_true(per_key_rows().gt(lit(1i64)), lit(1i64))?).alias("multi_matched_keys"),
                 ],
             )?;
         let labels =
@@ -686,6 +682,16 @@ impl PlannedJob {
             checks,
         }
     }
+}
+
+/// The per-key row count the checks' first aggregation names `__kalla_n`.
+fn per_key_rows() -> Expr {
+    col_exact("__kalla_n")
+}
+
+/// `then` where `cond` holds, else 0.
+fn when_true(cond: Expr, then: Expr) -> datafusion::common::Result<Expr> {
+    case(cond).when(lit(true), then).otherwise(lit(0i64))
 }
 
 /// `ctx` planning one partition: a plan of it runs as one task on the cluster.

@@ -11,7 +11,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 use kalla_core::NoObserver;
-use kalla_core::keyjoin::TaskBuildJoinExec;
+use kalla_core::keyjoin::builds_in_each_task;
 use kalla_core::remote::PlanRunner;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -40,10 +40,6 @@ fn shuffles(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.is::<RepartitionExec>() || plan.children().into_iter().any(shuffles)
 }
 
-fn builds_in_task(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.is::<TaskBuildJoinExec>() || plan.children().into_iter().any(builds_in_task)
-}
-
 impl PlanRunner for Recording {
     fn execute(
         &self,
@@ -57,7 +53,7 @@ impl PlanRunner for Recording {
             label: label.clone(),
             partitions,
             shuffles: shuffles(&plan),
-            builds_in_task: builds_in_task(&plan),
+            builds_in_task: builds_in_each_task(&plan),
         });
         let wanted = self.hold.iter().find(|(held, _)| *held == label).map(|(_, w)| w.clone()).unwrap_or_default();
         Box::pin(async move {
